@@ -1,0 +1,388 @@
+"""Per-update helpers: who is asking (Actor, language), access, ownership, rate limit, replies.
+
+Handlers call `await who(update, context)` for the `Who` of an update (the Actor core wants,
+the stored user and chat, the language); the first call records the user via `service.seen`
+(raising `AccessDenied` for banned users and chats outside ALLOWED_CHAT_IDS) and the result is
+cached for the rest of the update. `gate` runs before every handler (group -1): it drops
+commands addressed to other bots, rate-limits each user politely and enforces access.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+)
+from telegram.constants import ChatMemberStatus, ChatType, ParseMode
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
+
+from bot.keyboards import Callback
+from bot.texts import pick_language, t, t_plain
+from core.errors import AnimeBotError
+from core.logs import get_logger
+from core.models import Chat as StoredChat
+from core.models import ChatType as CoreChatType
+from core.models import User as StoredUser
+from core.runtime import Runtime
+from core.service import AccessDenied, Actor, StudioService
+
+log = get_logger(__name__)
+
+Context = ContextTypes.DEFAULT_TYPE
+ReplyMarkup = InlineKeyboardMarkup | ForceReply
+
+RATE_PER_SECOND = 1.0  # sustained updates per user
+RATE_BURST = 12  # a short burst tolerated on top
+_WHO_KEY = "_animebot_who"
+
+
+# -- app data ------------------------------------------------------------------------------------
+
+
+def runtime_of(context: Context) -> Runtime:
+    runtime: Runtime = context.bot_data["runtime"]
+    return runtime
+
+
+def service_of(context: Context) -> StudioService:
+    service: StudioService = context.bot_data["service"]
+    return service
+
+
+# -- who is asking -------------------------------------------------------------------------------
+
+
+def language_of(update: Update) -> str:
+    user = update.effective_user
+    return pick_language(user.language_code if user else None)
+
+
+def actor_of(update: Update) -> Actor:
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None:
+        raise ValueError("update without a user or chat")
+    message = update.effective_message
+    thread_id = message.message_thread_id if message and message.is_topic_message else None
+    return Actor(
+        user_id=user.id,
+        chat_id=chat.id,
+        chat_type=CoreChatType(chat.type),
+        first_name=user.first_name,
+        username=user.username,
+        language_code=user.language_code,
+        chat_title=chat.title,
+        is_forum=bool(chat.is_forum),
+        thread_id=thread_id,
+    )
+
+
+@dataclass(frozen=True)
+class Who:
+    actor: Actor
+    user: StoredUser
+    chat: StoredChat
+    lang: str
+    is_admin: bool
+
+    @property
+    def user_id(self) -> int:
+        return self.actor.user_id
+
+    @property
+    def chat_id(self) -> int:
+        return self.actor.chat_id
+
+    @property
+    def in_group(self) -> bool:
+        return self.actor.chat_type in (CoreChatType.GROUP, CoreChatType.SUPERGROUP)
+
+
+async def who(update: Update, context: Context) -> Who:
+    """The asker of this update (cached per update); raises AccessDenied when not allowed."""
+    cached = getattr(context, _WHO_KEY, None)
+    if isinstance(cached, Who) and cached.actor == actor_of(update):
+        return cached
+    service = service_of(context)
+    actor = actor_of(update)
+    user, chat = await service.seen(actor)
+    result = Who(actor, user, chat, language_of(update), service.is_admin(user))
+    setattr(context, _WHO_KEY, result)
+    return result
+
+
+def is_group(update: Update) -> bool:
+    chat = update.effective_chat
+    return chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
+
+
+# -- rate limit (pure) -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+    warned: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    warn: bool  # the first refusal of a streak: tell the user once
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: `burst` at once, refilled at `rate` per second."""
+
+    rate: float = RATE_PER_SECOND
+    burst: int = RATE_BURST
+    max_keys: int = 10_000
+    _buckets: dict[int, _Bucket] = field(default_factory=dict)
+
+    def hit(self, key: int, now: float) -> Verdict:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_full(now)
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(
+            float(self.burst), bucket.tokens + max(0.0, now - bucket.at) * self.rate
+        )
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            bucket.warned = False
+            return Verdict(True, False)
+        warn = not bucket.warned
+        bucket.warned = True
+        return Verdict(False, warn)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that are full again (they carry no information)."""
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.at) * self.rate >= self.burst:
+                del self._buckets[key]
+        if len(self._buckets) >= self.max_keys:
+            self._buckets.clear()
+
+
+# -- replies ---------------------------------------------------------------------------------------
+
+
+async def reply(
+    update: Update,
+    text: str,
+    *,
+    markup: ReplyMarkup | None = None,
+    html: bool = True,
+    quote: bool | None = None,
+) -> Message:
+    """Answer in the same chat and forum topic; quote the user's message in groups."""
+    message = update.effective_message
+    if message is None:
+        raise ValueError("nothing to reply to")
+    from_user = update.callback_query is None
+    do_quote = quote if quote is not None else (from_user and is_group(update))
+    return await message.reply_text(
+        text,
+        parse_mode=ParseMode.HTML if html else None,
+        reply_markup=markup,
+        do_quote=do_quote,
+    )
+
+
+def ask_markup(update: Update, placeholder: str | None = None) -> ForceReply | None:
+    """In groups, ask for an answer as a (selective) reply so privacy mode lets it through."""
+    if not is_group(update):
+        return None
+    return ForceReply(selective=True, input_field_placeholder=placeholder)
+
+
+async def edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Edit the message under the buttons (its text, or its caption for a photo)."""
+    message = query.message
+    if not isinstance(message, Message):
+        return
+    try:
+        if message.photo or message.video or message.document or message.animation:
+            await query.edit_message_caption(
+                caption=text, parse_mode=ParseMode.HTML, reply_markup=markup
+            )
+        else:
+            await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+    except BadRequest as error:
+        if "not modified" not in error.message.lower():
+            raise
+
+
+async def toast(update: Update, text: str, *, alert: bool = False) -> None:
+    """Answer the callback query with a short notice (never raises for a stale query)."""
+    query = update.callback_query
+    if query is None:
+        return
+    try:
+        await query.answer(text, show_alert=alert)
+    except BadRequest as error:
+        log.info("callback answer failed", error=error.message)
+
+
+async def check_owner(update: Update, callback: Callback) -> bool:
+    """True when the presser owns the buttons; otherwise answers 'this is not your request'."""
+    user = update.effective_user
+    if callback.owner is None or (user is not None and user.id == callback.owner):
+        return True
+    await toast(update, t_plain("common.not_yours", language_of(update)))
+    log.info("button of another user", action=callback.name, by=user.id if user else None)
+    return False
+
+
+async def stale_button(update: Update) -> None:
+    data = update.callback_query.data if update.callback_query else None
+    log.info("stale or forged button", data=(data or "")[:64])
+    await toast(update, t_plain("common.stale_button", language_of(update)))
+
+
+async def report_error(update: Update, error: AnimeBotError, lang: str | None = None) -> None:
+    """Show a core error's user message (toast for buttons, reply for messages) and log it."""
+    lang = lang or language_of(update)
+    log.info("request refused", error=str(error), kind=type(error).__name__)
+    if update.callback_query is not None:
+        await toast(update, error.user_message, alert=len(error.user_message) > 60)
+    elif update.effective_message is not None:
+        await reply(update, t("common.failed", lang, message=error.user_message))
+
+
+async def is_chat_admin(update: Update, context: Context) -> bool:
+    """Private chats: always; groups: the user is an administrator or the creator."""
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None or user is None:
+        return False
+    if chat.type == ChatType.PRIVATE:
+        return True
+    try:
+        member = await context.bot.get_chat_member(chat.id, user.id)
+    except TelegramError as error:
+        log.warning("admin check failed", chat_id=chat.id, error=str(error))
+        return False
+    return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+
+# -- the gate (group -1) ---------------------------------------------------------------------------
+
+
+def command_target(message: Message) -> str | None:
+    """The `@bot` a leading command is addressed to (None when no @ or no command)."""
+    entities: Sequence[MessageEntity] = message.entities or message.caption_entities or ()
+    for entity in entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            command = (
+                message.parse_entity(entity)
+                if message.text
+                else (message.parse_caption_entity(entity))
+            )
+            _, _, target = command.partition("@")
+            return target or None
+    return None
+
+
+def _is_command(message: Message) -> bool:
+    return any(
+        e.type == MessageEntity.BOT_COMMAND and e.offset == 0
+        for e in (message.entities or message.caption_entities or ())
+    )
+
+
+async def gate(update: Update, context: Context) -> None:
+    """Before every handler: ignore other bots' commands, rate-limit, check access."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None or user.is_bot:
+        raise ApplicationHandlerStop
+    message = update.message
+    if message is not None:
+        target = command_target(message)
+        if target is not None and target.lower() != (context.bot.username or "").lower():
+            raise ApplicationHandlerStop  # `/cmd@OtherBot`
+    limiter: RateLimiter = context.bot_data["rate_limiter"]
+    verdict = limiter.hit(user.id, time.monotonic())
+    lang = language_of(update)
+    if not verdict.allowed:
+        log.info("rate limited", user_id=user.id, chat_id=chat.id, warned=verdict.warn)
+        if update.callback_query is not None:
+            await toast(update, t_plain("common.slow_down_toast", lang))
+        elif verdict.warn and message is not None:
+            with contextlib.suppress(TelegramError):
+                await reply(update, t("common.slow_down", lang))
+        raise ApplicationHandlerStop
+    try:
+        await who(update, context)
+    except AccessDenied as error:
+        log.info("access denied", user_id=user.id, chat_id=chat.id, reason=str(error))
+        if update.callback_query is not None:
+            await toast(update, error.user_message)
+        elif message is not None and (_is_command(message) or chat.type == ChatType.PRIVATE):
+            with contextlib.suppress(TelegramError):
+                await reply(update, t("common.failed", lang, message=error.user_message))
+        raise ApplicationHandlerStop from None
+    except Exception as error:  # the store is down, ...: report once, skip the handlers
+        context.error = error
+        await on_error(update, context)
+        raise ApplicationHandlerStop from None
+
+
+def bot_data_defaults(runtime: Runtime) -> dict[str, Any]:
+    return {"runtime": runtime, "service": runtime.service, "rate_limiter": RateLimiter()}
+
+
+def install(app: Application[Any, Any, Any, Any, Any, Any], runtime: Runtime) -> None:
+    app.bot_data.update(bot_data_defaults(runtime))
+
+
+# -- the global error handler ------------------------------------------------------------------------
+
+
+def new_reference() -> str:
+    return secrets.token_hex(4)
+
+
+async def on_error(update: object, context: Context) -> None:
+    """Every exception a handler let through: one friendly line for the user, a trace in the log."""
+    error = context.error
+    if not isinstance(update, Update):
+        log.warning("telegram error outside an update", error=repr(error))
+        return
+    if isinstance(error, Forbidden):
+        log.info("cannot write to the chat (blocked or removed)", error=str(error))
+        return
+    if isinstance(error, AnimeBotError):
+        with contextlib.suppress(TelegramError):
+            await report_error(update, error)
+        return
+    ref = new_reference()
+    log.error(
+        "update failed",
+        ref=ref,
+        update_id=update.update_id,
+        chat_id=update.effective_chat.id if update.effective_chat else None,
+        user_id=update.effective_user.id if update.effective_user else None,
+        exc_info=error,
+    )
+    lang = language_of(update)
+    with contextlib.suppress(TelegramError):
+        if update.callback_query is not None:
+            await toast(update, t_plain("common.error", lang, ref=ref), alert=True)
+        elif update.effective_message is not None:
+            await reply(update, t("common.error", lang, ref=ref))

@@ -1,0 +1,4 @@
+"""Anime Studio Bot core: settings, store, ComfyUI orchestration, media, library filing.
+
+`core` never imports `bot` or `telegram`.
+"""

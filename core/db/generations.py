@@ -1,0 +1,391 @@
+"""Generations: the job rows, their state transitions (with history), fair queue order, claims.
+
+The `generations` table is the queue: a job is enqueued by inserting its row with status
+`queued`, taken by atomically claiming it for a backend with spare capacity, and every state
+change is an UPDATE guarded by the state machine plus an event row, in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from core.db.tx import transaction
+from core.db.types import Executor
+from core.errors import IllegalTransition, NotFound
+from core.models import Generation, GenerationEvent, JobKind, Operation
+from core.states import FINAL_STATES, JobState, check_transition, sources_of
+
+BACKEND_LOCK_CLASS = 4243
+_FINAL = [state.value for state in FINAL_STATES]
+
+_INSERT = """
+INSERT INTO generations (id, requester_id, chat_id, thread_id, request_message_id, kind,
+    operation, parent_id, prompt_typed, prompt_positive, prompt_negative, character_ids,
+    workflow, params, seed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING *
+"""
+
+_EVENT = """
+INSERT INTO generation_events (generation_id, from_status, to_status, detail)
+VALUES ($1, $2, $3, $4)
+"""
+
+
+async def create_generation(
+    db: Executor,
+    *,
+    id: UUID,
+    requester_id: int,
+    chat_id: int,
+    kind: JobKind,
+    prompt_typed: str,
+    workflow: str,
+    thread_id: int | None = None,
+    request_message_id: int | None = None,
+    operation: Operation = Operation.GENERATE,
+    parent_id: UUID | None = None,
+    prompt_positive: str = "",
+    prompt_negative: str = "",
+    character_ids: list[UUID] | None = None,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> Generation:
+    """Insert a queued job and its first event, in one transaction."""
+    async with transaction(db) as conn:
+        row = await conn.fetchrow(
+            _INSERT, id, requester_id, chat_id, thread_id, request_message_id, kind.value,
+            operation.value, parent_id, prompt_typed, prompt_positive, prompt_negative,
+            character_ids or [], workflow, params or {}, seed,
+        )
+        await conn.execute(_EVENT, id, None, JobState.QUEUED.value, {})
+        await conn.execute("SELECT pg_notify('animebot_queue', $1)", str(id))
+    return Generation.from_record(row)  # type: ignore[no-any-return]
+
+
+async def get_generation(db: Executor, job_id: UUID) -> Generation | None:
+    row = await db.fetchrow("SELECT * FROM generations WHERE id = $1", job_id)
+    return None if row is None else Generation.from_record(row)
+
+
+async def require_generation(db: Executor, job_id: UUID) -> Generation:
+    job = await get_generation(db, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", user_message="That job does not exist.")
+    return job
+
+
+_TRANSITION = """
+WITH old AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE)
+UPDATE generations g SET
+    status = $2,
+    error = CASE WHEN $2 = 'failed' THEN coalesce($4, error, 'failed') ELSE error END,
+    submitted_at = CASE WHEN $2 = 'submitted' THEN now() ELSE submitted_at END,
+    running_at = CASE WHEN $2 = 'running' THEN now() ELSE running_at END,
+    postprocessing_at = CASE WHEN $2 = 'postprocessing' THEN now() ELSE postprocessing_at END,
+    delivering_at = CASE WHEN $2 = 'delivering' THEN now() ELSE delivering_at END,
+    finished_at = CASE WHEN $2 = ANY($5::text[]) THEN now() ELSE finished_at END,
+    progress = CASE WHEN $2 = 'done' THEN 1 WHEN $2 = 'queued' THEN 0 ELSE progress END,
+    backend = CASE WHEN $2 = 'queued' THEN NULL ELSE backend END,
+    lease_owner = CASE WHEN $2 IN ('queued', 'delivering') OR $2 = ANY($5::text[]) THEN NULL
+                       ELSE lease_owner END,
+    updated_at = now()
+FROM old
+WHERE g.id = old.id AND old.status = ANY($3::text[])
+RETURNING g.*, old.status AS from_status
+"""
+
+
+async def transition(
+    db: Executor,
+    job_id: UUID,
+    target: JobState,
+    *,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+    expected: JobState | None = None,
+) -> Generation:
+    """Move a job to `target`; raises IllegalTransition when its current state does not allow it.
+
+    `expected` narrows the allowed source to one state (compare-and-set against races).
+    """
+    sources = sources_of(target) if expected is None else frozenset({expected})
+    if expected is not None:
+        check_transition(expected, target)
+    async with transaction(db) as conn:
+        row = await conn.fetchrow(
+            _TRANSITION, job_id, target.value, [s.value for s in sources], error, _FINAL
+        )
+        if row is None:
+            current = await conn.fetchval("SELECT status FROM generations WHERE id = $1", job_id)
+            if current is None:
+                raise NotFound(f"job {job_id} not found", user_message="That job does not exist.")
+            raise IllegalTransition(
+                f"job {job_id}: illegal transition {current} -> {target.value}"
+            )
+        info = dict(detail or {})
+        if error is not None:
+            info["error"] = error
+        await conn.execute(_EVENT, job_id, row["from_status"], target.value, info)
+        if target in FINAL_STATES or target in (JobState.QUEUED, JobState.DELIVERING):
+            await conn.execute("SELECT pg_notify('animebot_queue', $1)", str(job_id))
+    return _without(row, "from_status")
+
+
+def _without(row: Any, *keys: str) -> Generation:
+    return Generation.from_record({k: v for k, v in row.items() if k not in keys})  # type: ignore[no-any-return]
+
+
+async def record_event(db: Executor, job_id: UUID, kind: str, detail: dict[str, Any]) -> None:
+    """A non-transition entry in the job's history (progress, notes)."""
+    status = await db.fetchval("SELECT status FROM generations WHERE id = $1", job_id)
+    await db.execute(_EVENT, job_id, status, f"{kind}", detail)
+
+
+async def list_events(db: Executor, job_id: UUID) -> list[GenerationEvent]:
+    rows = await db.fetch(
+        "SELECT * FROM generation_events WHERE generation_id = $1 ORDER BY id", job_id
+    )
+    return [GenerationEvent.from_record(row) for row in rows]
+
+
+async def set_progress(db: Executor, job_id: UUID, progress: float) -> None:
+    await db.execute(
+        "UPDATE generations SET progress = $2, updated_at = now() WHERE id = $1"
+        " AND status IN ('submitted', 'running')",
+        job_id,
+        max(0.0, min(1.0, progress)),
+    )
+
+
+async def set_progress_message(db: Executor, job_id: UUID, message_id: int) -> None:
+    await db.execute(
+        "UPDATE generations SET progress_message_id = $2 WHERE id = $1", job_id, message_id
+    )
+
+
+async def set_prompts(
+    db: Executor, job_id: UUID, *, positive: str, negative: str, seed: int | None,
+    params: dict[str, Any],
+) -> None:
+    await db.execute(
+        "UPDATE generations SET prompt_positive = $2, prompt_negative = $3, seed = $4,"
+        " params = $5 WHERE id = $1",
+        job_id,
+        positive,
+        negative,
+        seed,
+        params,
+    )
+
+
+async def record_delivery(
+    db: Executor, job_id: UUID, *, result_message_id: int | None, delivery_error: str | None = None
+) -> Generation:
+    """Record where the result went (before the job is marked done)."""
+    row = await db.fetchrow(
+        "UPDATE generations SET result_message_id = coalesce($2, result_message_id),"
+        " delivery_error = $3, updated_at = now() WHERE id = $1 AND status = 'delivering'"
+        " RETURNING *",
+        job_id,
+        result_message_id,
+        delivery_error,
+    )
+    if row is None:
+        raise IllegalTransition(f"job {job_id} is not delivering")
+    return Generation.from_record(row)  # type: ignore[no-any-return]
+
+
+async def request_cancel(db: Executor, job_id: UUID) -> Generation | None:
+    row = await db.fetchrow(
+        "UPDATE generations SET cancel_requested = true, updated_at = now()"
+        " WHERE id = $1 AND status <> ALL($2::text[]) RETURNING *",
+        job_id,
+        _FINAL,
+    )
+    if row is not None:
+        await db.execute("SELECT pg_notify('animebot_cancel', $1)", str(job_id))
+    return None if row is None else Generation.from_record(row)
+
+
+# Fair share: every requester's n-th queued job comes before anyone's (n+1)-th.
+_FAIR_ORDER = """
+SELECT g.*, row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn
+FROM generations g
+WHERE g.status = 'queued' AND NOT g.cancel_requested
+"""
+
+_NEXT_QUEUED = f"""
+SELECT * FROM ({_FAIR_ORDER}) q
+WHERE q.workflow <> ALL($2::text[])
+ORDER BY q.turn, q.created_at, q.id
+LIMIT $1
+"""
+
+
+async def next_queued(
+    db: Executor, limit: int, *, exclude_workflows: list[str] | None = None
+) -> list[Generation]:
+    rows = await db.fetch(_NEXT_QUEUED, limit, exclude_workflows or [])
+    return [_without(row, "turn") for row in rows]
+
+
+_POSITIONS = f"""
+SELECT id, row_number() OVER (ORDER BY turn, created_at, id) AS position
+FROM ({_FAIR_ORDER}) q
+"""
+
+
+async def queue_positions(db: Executor) -> dict[UUID, int]:
+    """1-based position of every queued job in dispatch order."""
+    rows = await db.fetch(_POSITIONS)
+    return {row["id"]: row["position"] for row in rows}
+
+
+async def queue_position(db: Executor, job_id: UUID) -> int | None:
+    position: int | None = await db.fetchval(
+        f"SELECT position FROM ({_POSITIONS}) p WHERE id = $1", job_id
+    )
+    return position
+
+
+async def claim(
+    db: Executor, job_id: UUID, *, backend: str, owner: int, max_in_flight: int
+) -> Generation | None:
+    """Take a queued job for `backend` if the backend has a free slot (cluster-wide)."""
+    async with transaction(db) as conn:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", BACKEND_LOCK_CLASS, backend
+        )
+        in_flight = await conn.fetchval(
+            "SELECT count(*) FROM generations WHERE backend = $1"
+            " AND status IN ('submitted', 'running')",
+            backend,
+        )
+        if in_flight >= max_in_flight:
+            return None
+        row = await conn.fetchrow(
+            "UPDATE generations SET status = 'submitted', backend = $2, lease_owner = $3,"
+            " attempts = attempts + 1, submitted_at = now(), updated_at = now()"
+            " WHERE id = $1 AND status = 'queued' AND NOT cancel_requested RETURNING *",
+            job_id,
+            backend,
+            owner,
+        )
+        if row is None:
+            return None
+        await conn.execute(
+            _EVENT, job_id, JobState.QUEUED.value, JobState.SUBMITTED.value,
+            {"backend": backend, "attempt": row["attempts"]},
+        )
+    return Generation.from_record(row)  # type: ignore[no-any-return]
+
+
+async def in_flight_by_backend(db: Executor) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT backend, count(*) AS n FROM generations WHERE status IN ('submitted', 'running')"
+        " AND backend IS NOT NULL GROUP BY backend"
+    )
+    return {row["backend"]: row["n"] for row in rows}
+
+
+async def adopt(db: Executor, job_id: UUID, *, owner: int, previous: int | None) -> bool:
+    """Take over a job whose owner died (compare-and-set on the previous owner)."""
+    status: str = await db.execute(
+        "UPDATE generations SET lease_owner = $2, updated_at = now()"
+        " WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $3"
+        " AND status <> ALL($4::text[])",
+        job_id,
+        owner,
+        previous,
+        _FINAL,
+    )
+    return status.endswith(" 1")
+
+
+async def release(db: Executor, job_id: UUID, *, owner: int) -> bool:
+    """Give a job back (lease_owner NULL) so another process, or a later retry, takes it."""
+    status: str = await db.execute(
+        "UPDATE generations SET lease_owner = NULL, updated_at = now()"
+        " WHERE id = $1 AND lease_owner = $2",
+        job_id,
+        owner,
+    )
+    return status.endswith(" 1")
+
+
+async def list_deliverable(db: Executor, live_owners: list[int], *, limit: int = 50
+                           ) -> list[Generation]:
+    """Jobs waiting for delivery that no live process holds."""
+    rows = await db.fetch(
+        "SELECT * FROM generations WHERE status = 'delivering'"
+        " AND (lease_owner IS NULL OR lease_owner <> ALL($1::int[]))"
+        " ORDER BY delivering_at, id LIMIT $2",
+        live_owners,
+        limit,
+    )
+    return [Generation.from_record(row) for row in rows]
+
+
+async def list_orphans(db: Executor, live_owners: list[int]) -> list[Generation]:
+    """Non-final, non-queued jobs whose owning process is gone."""
+    rows = await db.fetch(
+        "SELECT * FROM generations WHERE status NOT IN ('queued', 'done', 'failed', 'cancelled')"
+        " AND (lease_owner IS NULL OR lease_owner <> ALL($1::int[])) ORDER BY created_at",
+        live_owners,
+    )
+    return [Generation.from_record(row) for row in rows]
+
+
+async def list_by_status(
+    db: Executor, statuses: list[JobState], *, limit: int = 1000
+) -> list[Generation]:
+    rows = await db.fetch(
+        "SELECT * FROM generations WHERE status = ANY($1::text[]) ORDER BY created_at, id LIMIT $2",
+        [s.value for s in statuses],
+        limit,
+    )
+    return [Generation.from_record(row) for row in rows]
+
+
+async def list_for_user(
+    db: Executor, requester_id: int, *, statuses: list[JobState] | None = None,
+    limit: int = 10, offset: int = 0,
+) -> list[Generation]:
+    wanted = [s.value for s in statuses] if statuses else [s.value for s in JobState]
+    rows = await db.fetch(
+        "SELECT * FROM generations WHERE requester_id = $1 AND status = ANY($2::text[])"
+        " ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
+        requester_id,
+        wanted,
+        limit,
+        offset,
+    )
+    return [Generation.from_record(row) for row in rows]
+
+
+async def count_active_for_user(db: Executor, requester_id: int) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM generations WHERE requester_id = $1"
+        " AND status <> ALL($2::text[])",
+        requester_id,
+        _FINAL,
+    )
+    return count
+
+
+async def count_by_state(db: Executor) -> dict[tuple[str, str], int]:
+    rows = await db.fetch(
+        "SELECT status, kind, count(*) AS n FROM generations GROUP BY status, kind"
+    )
+    return {(row["status"], row["kind"]): row["n"] for row in rows}
+
+
+async def find_by_result_message(db: Executor, chat_id: int, message_id: int) -> Generation | None:
+    row = await db.fetchrow(
+        "SELECT * FROM generations WHERE chat_id = $1 AND result_message_id = $2",
+        chat_id,
+        message_id,
+    )
+    return None if row is None else Generation.from_record(row)

@@ -1,0 +1,140 @@
+"""Outputs of a generation: files kept, their Telegram ids and their place in the library."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from core.db.types import Executor
+from core.models import JobKind, LibraryStatus, Output
+
+_UPSERT = """
+INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
+    mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
+    library_status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (generation_id, position) DO UPDATE SET
+    kind = EXCLUDED.kind, file_path = EXCLUDED.file_path,
+    delivery_path = EXCLUDED.delivery_path, thumbnail_path = EXCLUDED.thumbnail_path,
+    mime = EXCLUDED.mime, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
+    width = EXCLUDED.width, height = EXCLUDED.height, duration_s = EXCLUDED.duration_s,
+    comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
+RETURNING *
+"""
+
+
+async def save_output(
+    db: Executor,
+    *,
+    generation_id: UUID,
+    position: int,
+    kind: JobKind,
+    file_path: str,
+    mime: str,
+    size_bytes: int,
+    sha256: str,
+    delivery_path: str | None = None,
+    thumbnail_path: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    duration_s: float | None = None,
+    comfy_node: str | None = None,
+    comfy_filename: str | None = None,
+    library_enabled: bool = True,
+) -> Output:
+    """Insert or (on a redo after restart) replace output `position` of a generation."""
+    status = LibraryStatus.PENDING if library_enabled else LibraryStatus.OFF
+    row = await db.fetchrow(
+        _UPSERT, generation_id, position, kind.value, file_path, delivery_path, thumbnail_path,
+        mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
+        status.value,
+    )
+    return Output.from_record(row)  # type: ignore[no-any-return]
+
+
+async def list_outputs(db: Executor, generation_id: UUID) -> list[Output]:
+    rows = await db.fetch(
+        "SELECT * FROM outputs WHERE generation_id = $1 ORDER BY position", generation_id
+    )
+    return [Output.from_record(row) for row in rows]
+
+
+async def get_output(db: Executor, output_id: UUID) -> Output | None:
+    row = await db.fetchrow("SELECT * FROM outputs WHERE id = $1", output_id)
+    return None if row is None else Output.from_record(row)
+
+
+async def record_telegram(
+    db: Executor, output_id: UUID, *, file_id: str | None, message_id: int
+) -> None:
+    await db.execute(
+        "UPDATE outputs SET telegram_file_id = coalesce($2, telegram_file_id),"
+        " telegram_message_id = $3 WHERE id = $1",
+        output_id,
+        file_id,
+        message_id,
+    )
+
+
+async def record_library(
+    db: Executor,
+    output_id: UUID,
+    *,
+    status: LibraryStatus,
+    library_path: str | None = None,
+    item_id: str | None = None,
+    link: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> Output | None:
+    row = await db.fetchrow(
+        "UPDATE outputs SET library_status = $2, library_path = coalesce($3, library_path),"
+        " jellyfin_item_id = coalesce($4, jellyfin_item_id),"
+        " jellyfin_link = coalesce($5, jellyfin_link),"
+        " library_attempts = library_attempts + 1, library_next_at = $6"
+        " WHERE id = $1 RETURNING *",
+        output_id,
+        status.value,
+        library_path,
+        item_id,
+        link,
+        next_attempt_at,
+    )
+    return None if row is None else Output.from_record(row)
+
+
+async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> list[Output]:
+    """Outputs of delivered jobs still waiting to be filed or linked."""
+    rows = await db.fetch(
+        "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
+        " WHERE o.library_status IN ('pending', 'filed') AND g.status = 'done'"
+        " AND (o.library_next_at IS NULL OR o.library_next_at <= $1)"
+        " ORDER BY o.created_at LIMIT $2",
+        now,
+        limit,
+    )
+    return [Output.from_record(row) for row in rows]
+
+
+async def find_by_telegram_message(
+    db: Executor, chat_id: int, message_id: int
+) -> Output | None:
+    row = await db.fetchrow(
+        "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
+        " WHERE g.chat_id = $1 AND o.telegram_message_id = $2 ORDER BY o.position LIMIT 1",
+        chat_id,
+        message_id,
+    )
+    return None if row is None else Output.from_record(row)
+
+
+async def recent_images_of_character(
+    db: Executor, character_id: UUID, *, limit: int = 8
+) -> list[Output]:
+    rows = await db.fetch(
+        "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
+        " WHERE $1 = ANY(g.character_ids) AND o.kind = 'image' AND g.status = 'done'"
+        " ORDER BY o.created_at DESC LIMIT $2",
+        character_id,
+        limit,
+    )
+    return [Output.from_record(row) for row in rows]

@@ -1,0 +1,150 @@
+"""Users and chats seen by the bot, roles, bans and per-user daily quota counters."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from core.db.types import Executor
+from core.models import Chat, ChatType, Role, User
+
+_UPSERT_USER = """
+INSERT INTO users (id, username, first_name, last_name, language_code)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE SET
+    username = EXCLUDED.username,
+    first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name,
+    language_code = EXCLUDED.language_code,
+    last_seen_at = now()
+RETURNING *
+"""
+
+
+async def upsert_user(
+    db: Executor,
+    user_id: int,
+    *,
+    first_name: str,
+    username: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+) -> User:
+    row = await db.fetchrow(_UPSERT_USER, user_id, username, first_name, last_name, language_code)
+    return User.from_record(row)  # type: ignore[no-any-return]
+
+
+async def get_user(db: Executor, user_id: int) -> User | None:
+    row = await db.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    return None if row is None else User.from_record(row)
+
+
+async def find_user_by_username(db: Executor, username: str) -> User | None:
+    row = await db.fetchrow(
+        "SELECT * FROM users WHERE lower(username) = lower($1)", username.lstrip("@")
+    )
+    return None if row is None else User.from_record(row)
+
+
+async def set_role(db: Executor, user_id: int, role: Role) -> User | None:
+    row = await db.fetchrow(
+        "UPDATE users SET role = $2 WHERE id = $1 RETURNING *", user_id, role.value
+    )
+    return None if row is None else User.from_record(row)
+
+
+async def set_daily_quota(db: Executor, user_id: int, quota: int | None) -> User | None:
+    row = await db.fetchrow(
+        "UPDATE users SET daily_quota = $2 WHERE id = $1 RETURNING *", user_id, quota
+    )
+    return None if row is None else User.from_record(row)
+
+
+_TAKE_QUOTA = """
+UPDATE users SET
+    quota_used = CASE WHEN quota_day = $2 THEN quota_used + 1 ELSE 1 END,
+    quota_day = $2
+WHERE id = $1
+  AND (CASE WHEN quota_day = $2 THEN quota_used ELSE 0 END) < coalesce(daily_quota, $3)
+RETURNING quota_used
+"""
+
+
+async def take_quota(db: Executor, user_id: int, today: date, default_quota: int) -> int | None:
+    """Count one generation against today's quota; None when the quota is used up."""
+    used: int | None = await db.fetchval(_TAKE_QUOTA, user_id, today, default_quota)
+    return used
+
+
+async def give_back_quota(db: Executor, user_id: int, today: date) -> None:
+    await db.execute(
+        "UPDATE users SET quota_used = greatest(quota_used - 1, 0) WHERE id = $1 AND quota_day = $2",
+        user_id,
+        today,
+    )
+
+
+async def reset_quotas(db: Executor, today: date) -> int:
+    """Zero every counter of a past day; returns how many users were reset."""
+    status: str = await db.execute(
+        "UPDATE users SET quota_used = 0, quota_day = $1 WHERE quota_day <> $1", today
+    )
+    return int(status.split()[-1])
+
+
+async def count_users(db: Executor) -> int:
+    count: int = await db.fetchval("SELECT count(*) FROM users")
+    return count
+
+
+_UPSERT_CHAT = """
+INSERT INTO chats (id, type, title, is_forum)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET
+    type = EXCLUDED.type,
+    title = EXCLUDED.title,
+    is_forum = EXCLUDED.is_forum,
+    last_seen_at = now()
+RETURNING *
+"""
+
+
+async def upsert_chat(
+    db: Executor, chat_id: int, chat_type: ChatType, *, title: str | None = None,
+    is_forum: bool = False,
+) -> Chat:
+    row = await db.fetchrow(_UPSERT_CHAT, chat_id, chat_type.value, title, is_forum)
+    return Chat.from_record(row)  # type: ignore[no-any-return]
+
+
+async def get_chat(db: Executor, chat_id: int) -> Chat | None:
+    row = await db.fetchrow("SELECT * FROM chats WHERE id = $1", chat_id)
+    return None if row is None else Chat.from_record(row)
+
+
+_UPDATE_CHAT_SETTINGS = """
+UPDATE chats SET
+    style_preset = coalesce($2, style_preset),
+    aspect_ratio = coalesce($3, aspect_ratio),
+    video_seconds = coalesce($4, video_seconds),
+    send_original = coalesce($5, send_original),
+    language = coalesce($6, language)
+WHERE id = $1
+RETURNING *
+"""
+
+
+async def update_chat_settings(
+    db: Executor,
+    chat_id: int,
+    *,
+    style_preset: str | None = None,
+    aspect_ratio: str | None = None,
+    video_seconds: int | None = None,
+    send_original: bool | None = None,
+    language: str | None = None,
+) -> Chat | None:
+    row = await db.fetchrow(
+        _UPDATE_CHAT_SETTINGS, chat_id, style_preset, aspect_ratio, video_seconds, send_original,
+        language,
+    )
+    return None if row is None else Chat.from_record(row)

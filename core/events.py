@@ -1,0 +1,147 @@
+"""In-process publish/subscribe of job events, bridged across processes by LISTEN/NOTIFY.
+
+Core publishes what happens to jobs (state changes, progress, previews, library links); the bot
+subscribes and turns them into message edits. Throttling for Telegram is the bot's job: the bus
+delivers every event to every subscriber, dropping the oldest progress events of a subscriber that
+falls behind (never a state change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from core.logs import get_logger
+
+log = get_logger(__name__)
+
+NOTIFY_CHANNEL = "animebot_events"
+_QUEUE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One thing that happened to a job. `type` is one of:
+
+    state (status changed), queue (position/ETA while queued), progress (node, step, percent,
+    ETA), preview (latest preview image), library (Jellyfin link known), delivered.
+    """
+
+    job_id: UUID
+    type: str
+    status: str
+    chat_id: int
+    percent: float | None = None
+    node: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    eta_s: float | None = None
+    position: int | None = None
+    message: str | None = None
+    link: str | None = None
+    preview: bytes | None = field(default=None, repr=False)
+    preview_mime: str | None = None
+    origin: int = 0  # worker key of the publishing process (0 = this process)
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("done", "failed", "cancelled")
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("preview")
+        data["job_id"] = str(self.job_id)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobEvent:
+        data: dict[str, Any] = json.loads(text)
+        data["job_id"] = UUID(data["job_id"])
+        return cls(**data)
+
+
+class _Subscription:
+    def __init__(self, job_id: UUID | None) -> None:
+        self.job_id = job_id
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue(_QUEUE_SIZE)
+
+    def offer(self, event: JobEvent) -> None:
+        if self.job_id is not None and event.job_id != self.job_id:
+            return
+        while True:
+            try:
+                self.queue.put_nowait(event)
+                return
+            except asyncio.QueueFull:
+                dropped = self.queue.get_nowait()
+                if dropped.type not in ("progress", "preview", "queue"):
+                    # keep the important one: put it back at the end, drop the new progress
+                    self.queue.put_nowait(dropped)
+                    if event.type in ("progress", "preview", "queue"):
+                        return
+
+
+class EventBus:
+    """Fan-out of JobEvents to in-process subscribers, and to other processes via NOTIFY."""
+
+    def __init__(self) -> None:
+        self._subs: set[_Subscription] = set()
+        self._pool: asyncpg.Pool | None = None
+        self._listen_conn: asyncpg.Connection | None = None
+        self.origin = 0
+
+    def publish(self, event: JobEvent, *, broadcast: bool = True) -> None:
+        for sub in list(self._subs):
+            sub.offer(event)
+        if broadcast and self._pool is not None and event.type != "preview":
+            task = asyncio.get_running_loop().create_task(self._notify(event))
+            task.add_done_callback(_log_failure)
+
+    async def _notify(self, event: JobEvent) -> None:
+        assert self._pool is not None
+        payload = JobEvent(**{**asdict(event), "origin": self.origin, "preview": None})
+        await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload.to_json())
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: UUID | None = None) -> AsyncIterator[asyncio.Queue[JobEvent]]:
+        sub = _Subscription(job_id)
+        self._subs.add(sub)
+        try:
+            yield sub.queue
+        finally:
+            self._subs.discard(sub)
+
+    async def bridge(self, pool: asyncpg.Pool, listen_conn: asyncpg.Connection, origin: int) -> None:
+        """Start sending events to, and receiving them from, other processes."""
+        self._pool = pool
+        self.origin = origin
+        self._listen_conn = listen_conn
+        await listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            event = JobEvent.from_json(str(payload))
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("bad event payload", error=str(error))
+            return
+        if event.origin == self.origin:
+            return  # our own, already delivered in-process
+        self.publish(event, broadcast=False)
+
+    async def close(self) -> None:
+        if self._listen_conn is not None:
+            with suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._pool = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("event broadcast failed", error=str(task.exception()))

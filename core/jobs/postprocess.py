@@ -1,0 +1,89 @@
+"""Turn one downloaded ComfyUI output into what we keep and what we send.
+
+Images: the original keeps a record of how it was made (PNG text chunks / JPEG comment) and a
+Telegram-ready JPEG is derived. Videos and animations: an H.264/AAC mp4 with a thumbnail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.comfy.protocol import OutputRef
+from core.media.images import telegram_photo
+from core.media.metadata import GenerationMeta, write_generation_metadata
+from core.media.probe import probe
+from core.media.video import prepare_video
+from core.models import Generation, JobKind
+from core.settings import Settings
+
+_IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".webp": "image/webp"}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    kind: JobKind
+    file_path: Path
+    delivery_path: Path
+    thumbnail_path: Path | None
+    mime: str
+    size_bytes: int
+    sha256: str
+    width: int | None
+    height: int | None
+    duration_s: float | None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def meta_for(job: Generation) -> GenerationMeta:
+    return GenerationMeta(
+        prompt=job.prompt_positive or job.prompt_typed,
+        characters=tuple(str(c) for c in job.character_ids),
+        seed=job.seed,
+        workflow=job.workflow,
+        job_id=str(job.id),
+        extra={"scene": job.prompt_typed[:1000], "negative": job.prompt_negative[:1000]},
+    )
+
+
+async def process_output(
+    job: Generation, index: int, downloaded: Path, ref: OutputRef, out_dir: Path,
+    settings: Settings,
+) -> OutputSpec:
+    if ref.kind in ("video", "animation"):
+        return await _video(downloaded, out_dir / f"{index:02d}_telegram.mp4")
+    ext = downloaded.suffix.lower()
+    original = downloaded.with_name(f"{index:02d}_original{ext}")
+    await asyncio.to_thread(downloaded.replace, original)
+    if ext in (".png", ".jpg", ".jpeg"):
+        await write_generation_metadata(original, meta_for(job))
+    photo = await telegram_photo(original, out_dir / f"{index:02d}_telegram.jpg")
+    info = await probe(original, count_frames=False)
+    return OutputSpec(
+        kind=JobKind.IMAGE, file_path=original, delivery_path=photo.path, thumbnail_path=None,
+        mime=_IMAGE_MIME.get(ext, "application/octet-stream"),
+        size_bytes=original.stat().st_size, sha256=await asyncio.to_thread(sha256_of, original),
+        width=info.width, height=info.height, duration_s=None,
+    )
+
+
+async def _video(downloaded: Path, dest: Path) -> OutputSpec:
+    original = downloaded.with_name(downloaded.name.replace("_comfy", "_original"))
+    await asyncio.to_thread(downloaded.replace, original)
+    result = await prepare_video(original, dest)
+    return OutputSpec(
+        kind=JobKind.VIDEO, file_path=original, delivery_path=result.path,
+        thumbnail_path=result.thumbnail, mime="video/mp4",
+        size_bytes=original.stat().st_size, sha256=await asyncio.to_thread(sha256_of, original),
+        width=result.width, height=result.height, duration_s=result.duration_s,
+    )

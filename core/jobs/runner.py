@@ -1,0 +1,360 @@
+"""One job on one backend: build the prompt, submit, track, fetch outputs, post-process.
+
+The runner ends with the job `delivering` (then a process that talks to the chat delivers it),
+`failed` with a short reason, `cancelled`, or back in `queued` when its backend was lost. It is
+also how a job is resumed after a restart (`resume=True`): history is read before anything is
+submitted again, so a job that finished meanwhile is completed, never run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from core.comfy import protocol as p
+from core.comfy.protocol import Event
+from core.db import generations as gen_db
+from core.db import outputs as out_db
+from core.errors import (
+    AnimeBotError,
+    ComfyUnavailable,
+    ComfyValidationError,
+    IllegalTransition,
+    MediaError,
+)
+from core.events import JobEvent
+from core.jobs.backends import BackendHandle
+from core.jobs.context import EngineContext
+from core.jobs.postprocess import process_output
+from core.jobs.progress import ProgressModel
+from core.logs import bind_context, clear_context, get_logger
+from core.models import Generation
+from core.states import JobState
+from core.workflows.patch import patch
+
+log = get_logger(__name__)
+
+POLL_INTERVAL_S = 2.0
+HISTORY_RETRIES = 10
+MAX_RESUBMITS = 2
+PROGRESS_WRITE_INTERVAL_S = 1.0
+
+
+class JobFailed(AnimeBotError):
+    default_user_message = "The job failed."
+
+
+class JobCancelled(AnimeBotError):
+    pass
+
+
+class BackendLost(AnimeBotError):
+    pass
+
+
+class JobRunner:
+    def __init__(
+        self, ctx: EngineContext, job: Generation, backend: BackendHandle, *, resume: bool = False
+    ) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.backend = backend
+        self.resume = resume
+        self.pid = str(job.id)
+        self.running_marked = job.status is JobState.RUNNING
+        self.resubmits = 0
+        self._last_progress_write = 0.0
+
+    async def run(self) -> None:
+        bind_context(job_id=self.pid, backend=self.backend.url)
+        try:
+            await self._run()
+        except JobCancelled:
+            await self._end(JobState.CANCELLED, None)
+        except (JobFailed, ComfyValidationError, MediaError) as error:
+            log.warning("job failed", reason=error.user_message, detail=str(error))
+            await self._end(JobState.FAILED, error.user_message)
+        except BackendLost as error:
+            log.warning("backend lost, job goes back to the queue", reason=str(error))
+            await self._requeue(str(error))
+        except IllegalTransition as error:
+            log.info("job changed under us", detail=str(error))
+        except asyncio.CancelledError:
+            log.info("runner stopped; the job is resumed on restart")
+            raise
+        except Exception as error:
+            log.exception("job crashed")
+            await self._end(JobState.FAILED, f"Internal error ({type(error).__name__}).")
+        finally:
+            self.ctx.cancels.pop(self.job.id, None)
+            clear_context(["job_id", "backend"])
+
+    # -- phases ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        workflow = self.ctx.registry.get(self.job.workflow)
+        prompt = await self._build_prompt(workflow)
+        model = ProgressModel.for_prompt(prompt)
+        queue = self.backend.socket.subscribe(self.pid)
+        try:
+            entry = await self._start_or_resume(prompt, queue)
+            if entry is None:
+                entry = await self._track(prompt, queue, model)
+        finally:
+            self.backend.socket.unsubscribe(self.pid)
+        await self._finish(entry)
+
+    async def _build_prompt(self, workflow: Any) -> dict[str, Any]:
+        params = dict(self.job.params)
+        for key in ("reference_image", "input_image"):
+            value = params.get(key)
+            if isinstance(value, str) and value.startswith("/"):
+                path = Path(value)
+                if not path.is_file():
+                    raise JobFailed(f"{key} {path} missing",
+                                    user_message="The input image of this job is gone.")
+                params[key] = await self._upload(path, key)
+        return patch(workflow, params, job_id=self.pid)
+
+    async def _upload(self, path: Path, key: str) -> str:
+        try:
+            return await self.backend.client.upload_image(path, f"{self.pid}_{key}{path.suffix}")
+        except ComfyUnavailable as error:
+            raise BackendLost(f"upload failed: {error}") from error
+
+    async def _start_or_resume(
+        self, prompt: dict[str, Any], queue: asyncio.Queue[Event]
+    ) -> dict[str, Any] | None:
+        """Submit, or on resume find the prompt first: returns its history when finished."""
+        if self.resume:
+            state = await self._where_is_prompt()
+            if state == "finished":
+                return await self._history()
+            if state == "queued":
+                log.info("re-attached to the prompt on its backend")
+                return None
+            log.info("prompt unknown to its backend, submitting again (same seed)")
+        await self._submit(prompt)
+        return None
+
+    async def _where_is_prompt(self) -> str:
+        try:
+            if await self.backend.client.history(self.pid) is not None:
+                return "finished"
+            if self.pid in await self.backend.client.queue():
+                return "queued"
+            # It may have finished between the two reads.
+            if await self.backend.client.history(self.pid) is not None:
+                return "finished"
+        except ComfyUnavailable:
+            return "unreachable"
+        return "unknown"
+
+    async def _submit(self, prompt: dict[str, Any]) -> None:
+        try:
+            await self.backend.client.submit(
+                prompt, prompt_id=self.pid, client_id=self.backend.socket.client_id
+            )
+        except ComfyUnavailable as error:
+            raise BackendLost(f"submit failed: {error}") from error
+        log.info("prompt submitted")
+
+    async def _track(
+        self, prompt: dict[str, Any], queue: asyncio.Queue[Event], model: ProgressModel
+    ) -> dict[str, Any]:
+        started = self.job.submitted_at.timestamp() if self.job.submitted_at else time.time()
+        deadline = started + self.ctx.timeout_for(self.job)
+        cancel = self.ctx.cancel_event(self.job.id)
+        last_poll = time.monotonic()
+        while True:
+            if cancel.is_set() or await self._cancel_requested():
+                await self._cancel_in_backend()
+                raise JobCancelled("cancelled")
+            if time.time() > deadline:
+                await self._cancel_in_backend()
+                minutes = self.ctx.timeout_for(self.job) / 60
+                raise JobFailed("timeout", user_message=f"The job took longer than "
+                                f"{minutes:.0f} minutes and was stopped.")
+            event = await self._next_event(queue, cancel)
+            if event is not None:
+                entry = await self._on_event(event, model)
+                if entry is not None:
+                    return entry
+            if event is None or isinstance(event, p.Reconnected) or (
+                time.monotonic() - last_poll > 5 * POLL_INTERVAL_S
+            ):
+                last_poll = time.monotonic()
+                entry = await self._poll(prompt)
+                if entry is not None:
+                    return entry
+
+    async def _next_event(
+        self, queue: asyncio.Queue[Event], cancel: asyncio.Event
+    ) -> Event | None:
+        get = asyncio.ensure_future(queue.get())
+        stop = asyncio.ensure_future(cancel.wait())
+        done, _ = await asyncio.wait({get, stop}, timeout=POLL_INTERVAL_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        return None
+
+    async def _cancel_requested(self) -> bool:
+        flag = await self.ctx.db.fetchval(
+            "SELECT cancel_requested FROM generations WHERE id = $1", self.job.id
+        )
+        return bool(flag)
+
+    async def _on_event(self, event: Event, model: ProgressModel) -> dict[str, Any] | None:
+        if isinstance(event, p.ExecutionCached):
+            model.cached(event.nodes)
+        elif isinstance(event, p.ExecutionStart):
+            await self._mark_running()
+        elif isinstance(event, p.Executing):
+            if event.finished:
+                return await self._history()
+            await self._mark_running()
+            model.executing(event.node or "")
+            await self._progress(model)
+        elif isinstance(event, p.Progress):
+            await self._mark_running()
+            model.step(event.node, event.value, event.max, time.monotonic())
+            await self._progress(model)
+        elif isinstance(event, p.Preview):
+            self.ctx.events.publish(JobEvent(
+                job_id=self.job.id, type="preview", status=JobState.RUNNING.value,
+                chat_id=self.job.chat_id, preview=event.data, preview_mime=event.mime,
+            ))
+        elif isinstance(event, p.ExecutionError):
+            raise JobFailed(f"execution_error: {event.exception_message}",
+                            user_message=p.execution_reason(event))
+        elif isinstance(event, p.ExecutionInterrupted):
+            if await self._cancel_requested():
+                raise JobCancelled("interrupted on request")
+            raise JobFailed("interrupted", user_message="The GPU server interrupted the job.")
+        return None
+
+    async def _mark_running(self) -> None:
+        if self.running_marked:
+            return
+        self.running_marked = True
+        try:
+            job = await gen_db.transition(self.ctx.db, self.job.id, JobState.RUNNING,
+                                          expected=JobState.SUBMITTED)
+        except IllegalTransition:
+            return
+        self.job = job
+        self.ctx.publish_state(job)
+
+    async def _progress(self, model: ProgressModel) -> None:
+        snap = model.snapshot()
+        self.ctx.events.publish(JobEvent(
+            job_id=self.job.id, type="progress", status=JobState.RUNNING.value,
+            chat_id=self.job.chat_id, percent=snap.percent, node=snap.node, step=snap.step,
+            steps=snap.steps, eta_s=snap.eta_s,
+        ))
+        now = time.monotonic()
+        if now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL_S:
+            self._last_progress_write = now
+            await gen_db.set_progress(self.ctx.db, self.job.id, snap.percent / 100)
+
+    async def _poll(self, prompt: dict[str, Any]) -> dict[str, Any] | None:
+        """No events for a while (or the socket came back): ask the backend directly."""
+        state = await self._where_is_prompt()
+        if state == "finished":
+            return await self._history()
+        if state == "unreachable":
+            down = self.backend.down_for(time.monotonic())
+            if down >= self.ctx.settings.backend_lost_after_s:
+                raise BackendLost(f"backend {self.backend.url} down for {down:.0f} s")
+            return None
+        if state == "unknown":
+            if self.resubmits >= MAX_RESUBMITS:
+                raise BackendLost("the backend keeps losing the prompt")
+            self.resubmits += 1
+            log.warning("backend lost the prompt, submitting again", attempt=self.resubmits)
+            await self._submit(prompt)
+        return None
+
+    async def _history(self) -> dict[str, Any]:
+        """The finished prompt's history; it can lag `executing{node:null}` by a moment."""
+        for attempt in range(HISTORY_RETRIES):
+            try:
+                entry = await self.backend.client.history(self.pid)
+            except ComfyUnavailable as error:
+                raise BackendLost(f"history unreadable: {error}") from error
+            if entry is not None:
+                return entry
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise BackendLost("the prompt finished but its history never appeared")
+
+    async def _cancel_in_backend(self) -> None:
+        try:
+            await self.backend.client.cancel(self.pid)
+        except AnimeBotError as error:
+            log.warning("could not cancel in the backend", error=str(error))
+
+    async def _finish(self, entry: dict[str, Any]) -> None:
+        outcome = p.outcome_from_history(entry)
+        if outcome.error is not None:
+            raise JobFailed("execution_error", user_message=p.execution_reason(outcome.error))
+        if outcome.status == "interrupted":
+            if await self._cancel_requested():
+                raise JobCancelled("interrupted")
+            raise JobFailed("interrupted", user_message="The GPU server interrupted the job.")
+        refs = [r for r in p.outputs_from_history(entry, only_output=True) if r.kind != "audio"]
+        if not refs:
+            raise JobFailed("no outputs", user_message="The workflow produced no image or video.")
+        if self.job.status is not JobState.POSTPROCESSING:
+            self.job = await gen_db.transition(self.ctx.db, self.job.id, JobState.POSTPROCESSING)
+            self.ctx.publish_state(self.job)
+        out_dir = self.ctx.settings.outputs_dir / self.pid
+        for index, ref in enumerate(refs):
+            name = f"{index:02d}_comfy{ref.extension or '.bin'}"
+            try:
+                downloaded = await self.backend.client.download(ref, out_dir, name)
+            except ComfyUnavailable as error:
+                raise BackendLost(f"download failed: {error}") from error
+            spec = await process_output(self.job, index, downloaded, ref, out_dir,
+                                        self.ctx.settings)
+            await out_db.save_output(
+                self.ctx.db, generation_id=self.job.id, position=index, kind=spec.kind,
+                file_path=str(spec.file_path), mime=spec.mime, size_bytes=spec.size_bytes,
+                sha256=spec.sha256, delivery_path=str(spec.delivery_path),
+                thumbnail_path=str(spec.thumbnail_path) if spec.thumbnail_path else None,
+                width=spec.width, height=spec.height, duration_s=spec.duration_s,
+                comfy_node=ref.node_id, comfy_filename=ref.filename[:255],
+                library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
+            )
+        self.job = await gen_db.transition(self.ctx.db, self.job.id, JobState.DELIVERING)
+        self.ctx.publish_state(self.job)
+        self.ctx.delivery_wakeup.set()
+        log.info("job ready for delivery", outputs=len(refs))
+
+    # -- endings ----------------------------------------------------------------------------
+
+    async def _end(self, state: JobState, reason: str | None) -> None:
+        try:
+            job = await gen_db.transition(self.ctx.db, self.job.id, state, error=reason)
+        except IllegalTransition as error:
+            log.info("job already ended", detail=str(error))
+            return
+        self.ctx.publish_state(job, reason)
+        log.info("job ended", status=state.value, reason=reason)
+
+    async def _requeue(self, reason: str) -> None:
+        try:
+            job = await gen_db.transition(self.ctx.db, self.job.id, JobState.QUEUED,
+                                          detail={"requeued": reason})
+        except IllegalTransition:
+            # Lost while post-processing: the outputs on that backend are gone too.
+            await self._end(JobState.FAILED, "The GPU server went away while the result was "
+                            "being fetched.")
+            return
+        self.ctx.events.publish(JobEvent(job_id=job.id, type="state", status="queued",
+                                         chat_id=job.chat_id,
+                                         message="waiting for a GPU server"))

@@ -1,0 +1,1 @@
+"""Filing results into a Jellyfin library: layout (pure), client, filing."""

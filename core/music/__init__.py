@@ -1,0 +1,1 @@
+"""Soundtracks: iTunes previews, a local music folder, mixing."""

@@ -1,0 +1,103 @@
+"""Everything one process runs, started and stopped in order.
+
+`Runtime.start(settings, role)` opens the database (embedded server when DATABASE_URL is
+unset), migrates it, registers this process (liveness lock), loads the workflows, connects the
+event bus across processes and builds the service facade; `run` mode then adds the bot's
+deliverer. `stop()` undoes it all in reverse order.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from core.db import workers as workers_db
+from core.db.migrate import migrate
+from core.db.pool import Database, connect, open_database
+from core.events import EventBus
+from core.jobs.delivery import Deliverer
+from core.logs import get_logger
+from core.service import StudioService
+from core.settings import Settings
+from core.workflows.registry import Registry
+
+log = get_logger(__name__)
+
+
+def model_defaults(settings: Settings) -> dict[str, str]:
+    return {
+        "checkpoint": settings.checkpoint_name,
+        "sdxl_checkpoint": settings.sdxl_checkpoint_name,
+        "video_unet": settings.video_unet_name,
+        "video_i2v_unet": settings.video_i2v_unet_name,
+        "video_clip": settings.video_clip_name,
+        "video_vae": settings.video_vae_name,
+        "video_clip_vision": settings.video_clip_vision_name,
+        "upscale_model": settings.upscale_model_name,
+    }
+
+
+def load_registry(settings: Settings) -> Registry:
+    extra = [settings.workflows_dir] if settings.workflows_dir else []
+    return Registry.load(extra_dirs=extra, model_defaults=model_defaults(settings))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    role: str
+    database: Database
+    events: EventBus
+    registry: Registry
+    service: StudioService
+    worker_key: int
+    _liveness: asyncpg.Connection
+    _stack: AsyncExitStack
+    orchestrator: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, settings: Settings, role: str = "run") -> Runtime:
+        stack = AsyncExitStack()
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            database = await open_database(
+                settings.database_url.get_secret_value() if settings.database_url else None,
+                settings.data_dir,
+            )
+            stack.push_async_callback(database.close)
+            async with database.pool.acquire() as conn:
+                applied = await migrate(conn)  # type: ignore[arg-type]
+            if applied:
+                log.info("database migrated", applied=applied)
+            liveness = await connect(database.dsn)
+            stack.push_async_callback(liveness.close)
+            worker_key = await workers_db.register_worker(liveness, role)
+            events = EventBus()
+            await events.bridge(database.pool, liveness, worker_key)
+            stack.push_async_callback(events.close)
+            registry = load_registry(settings)
+            service = StudioService(settings, database, events)
+        except BaseException:
+            await stack.aclose()
+            raise
+        runtime = cls(settings, role, database, events, registry, service, worker_key,
+                      liveness, stack)
+        log.info("runtime started", role=role, worker=worker_key, workflows=registry.names())
+        return runtime
+
+    async def start_engine(self, deliverer: Deliverer | None = None) -> None:
+        """Start the orchestrator (dispatch, tracking, reconcile) and, with a deliverer,
+        the delivery of finished jobs, plus the scheduler."""
+        from core.jobs.orchestrator import Orchestrator
+
+        self.orchestrator = Orchestrator(self, deliverer=deliverer)
+        await self.orchestrator.start()
+        self._stack.push_async_callback(self.orchestrator.stop)
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+        log.info("runtime stopped", role=self.role)
