@@ -76,4 +76,3 @@ async def worker_command(settings: Settings) -> int:
         await runtime.stop()
     log.info("worker stopped")
     return 0
-

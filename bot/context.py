@@ -28,7 +28,7 @@ from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 
-from bot.keyboards import Callback
+from bot.keyboards import NOOP, Action, Callback, decode
 from bot.texts import pick_language, t, t_plain
 from core.errors import AnimeBotError
 from core.logs import get_logger
@@ -229,7 +229,7 @@ async def edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | N
             raise
 
 
-async def toast(update: Update, text: str, *, alert: bool = False) -> None:
+async def toast(update: Update, text: str | None = None, *, alert: bool = False) -> None:
     """Answer the callback query with a short notice (never raises for a stale query)."""
     query = update.callback_query
     if query is None:
@@ -351,7 +351,7 @@ def install(app: Application[Any, Any, Any, Any, Any, Any], runtime: Runtime) ->
     app.bot_data.update(bot_data_defaults(runtime))
 
 
-# -- the global error handler ------------------------------------------------------------------------
+# -- the global error handler ---------------------------------------------------------------
 
 
 def new_reference() -> str:
@@ -386,3 +386,27 @@ async def on_error(update: object, context: Context) -> None:
             await toast(update, t_plain("common.error", lang, ref=ref), alert=True)
         elif update.effective_message is not None:
             await reply(update, t("common.error", lang, ref=ref))
+
+
+async def pressed(update: Update, expected: Action) -> Callback | None:
+    """The decoded callback of a button of `expected` pressed by its owner, else None
+    (after answering a toast: stale/forged data, or another user's buttons)."""
+    query = update.callback_query
+    callback = decode(query.data if query else None)
+    if callback is None or callback.action != expected:
+        await stale_button(update)
+        return None
+    if not await check_owner(update, callback):
+        return None
+    return callback
+
+
+async def any_button(update: Update, context: Context) -> None:
+    """Fallback for buttons no handler took: not the presser's, outdated or forged."""
+    callback = decode(update.callback_query.data if update.callback_query else None)
+    if callback is not None and callback.action == NOOP:
+        await toast(update)
+        return
+    if callback is not None and not await check_owner(update, callback):
+        return
+    await stale_button(update)

@@ -631,7 +631,8 @@ def direct(
     # SCENE_MIN_TOKENS; its tail can go when the prompt is too long.
     names = _render(_Segment(g.items[:1], 0, 1, g.weight) for g in char_groups)
     names_cost = estimate_tokens(names + ", ") if names else 0  # the separator counts too
-    pieces = _bound_pieces(_scene_pieces(scene), max_tokens - names_cost)
+    all_pieces = _scene_pieces(scene)
+    pieces = _bound_pieces(all_pieces, max_tokens - names_cost) or all_pieces[:1]
     scene_keep = len(_bound_pieces(pieces, min(SCENE_MIN_TOKENS, max_tokens - names_cost)))
     scene_seg = _Segment(
         pieces, priority=3, keep=max(1, scene_keep) if pieces else 0, free_text=True

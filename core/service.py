@@ -42,12 +42,14 @@ from core.models import (
     User,
 )
 from core.settings import Settings
+from core.workflows.patch import even_scaled_size
 from core.states import CANCELLABLE, JobState
 
 log = get_logger(__name__)
 
 NAME_MAX = 64
 VARIATION_DENOISE = 0.55
+UPSCALE_FACTOR = 2.0
 APPEARANCE_MAX = 2000
 PERSONALITY_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -400,9 +402,12 @@ class StudioService:
                       request_message_id: int | None = None) -> JobTicket:
         parent = await self._parent(actor, job_id)
         output = await self._first_output(parent, JobKind.IMAGE)
+        if not (output.width and output.height):
+            raise InvalidInput("output without size", user_message="That image cannot be upscaled.")
+        width, height = even_scaled_size(output.width, output.height, UPSCALE_FACTOR)
         plan = director.GenerationPlan(
             parent.prompt_positive, parent.prompt_negative, parent.seed,
-            {"input_image": output.file_path},
+            {"input_image": output.file_path, "width": width, "height": height},
         )
         return await self._enqueue(
             actor, kind=JobKind.IMAGE, operation=Operation.UPSCALE,

@@ -108,11 +108,17 @@ class Settings(BaseSettings):
     jellyfin_create_library: bool = False
     jellyfin_path_map: str | None = None
     jellyfin_layout: Literal["character", "chat"] = "character"
+    jellyfin_timeout_s: float = Field(default=10.0, gt=0)
+    jellyfin_scan_attempts: int = Field(default=12, ge=1)
+    jellyfin_scan_interval_s: float = Field(default=10.0, gt=0)
+    library_retry_s: float = Field(default=300.0, gt=0)
 
     # Music
     music_dir: Path | None = None
     itunes_enabled: bool = False
     itunes_base_url: str = "https://itunes.apple.com"
+    itunes_country: str = "US"
+    itunes_calls_per_minute: int = Field(default=20, ge=1, le=100)
 
     # Access
     admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -123,6 +129,18 @@ class Settings(BaseSettings):
     status_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("jellyfin_path_map")
+    @classmethod
+    def _path_map(cls, value: str | None) -> str | None:
+        if value:
+            from core.library.layout import parse_path_map
+
+            try:
+                parse_path_map(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

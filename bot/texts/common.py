@@ -59,6 +59,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "cmd.history": {"en": "Your finished jobs", "ru": "Ваши готовые задания"},
     "cmd.settings": {"en": "Defaults of this chat", "ru": "Настройки этого чата"},
     "cmd.status": {"en": "Is everything working?", "ru": "Всё ли работает?"},
+    "cmd.stats": {"en": "Admin: usage statistics", "ru": "Админ: статистика"},
+    "cmd.quota": {"en": "Admin: set a user's daily quota", "ru": "Админ: дневная квота"},
+    "cmd.ban": {"en": "Admin: ban a user", "ru": "Админ: заблокировать"},
+    "cmd.unban": {"en": "Admin: unban a user", "ru": "Админ: разблокировать"},
+    "help.admin_title": {"en": "<b>Admin commands</b>", "ru": "<b>Команды администратора</b>"},
     # -- /start and /help ---------------------------------------------------------------------
     "start.welcome": {
         "en": "Hi {name}! I am <b>Anime Studio</b>: I draw your own anime characters, the same "

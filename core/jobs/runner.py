@@ -107,7 +107,9 @@ class JobRunner:
         await self._finish(entry)
 
     async def _build_prompt(self, workflow: Any) -> dict[str, Any]:
-        params = dict(self.job.params)
+        params = {k: v for k, v in self.job.params.items() if k in workflow.params}
+        if dropped := sorted(set(self.job.params) - set(params)):
+            log.info("parameters the workflow does not take were left out", dropped=dropped)
         for key in ("reference_image", "input_image"):
             value = params.get(key)
             if isinstance(value, str) and value.startswith("/"):

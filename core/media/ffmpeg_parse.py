@@ -24,6 +24,7 @@ _SIZE_RE = re.compile(r"^(?P<w>\d{1,6})x(?P<h>\d{1,6})\b")
 _FPS_RE = re.compile(r"^(?P<v>\d+(?:\.\d+)?)(?P<k>k?) (?P<unit>fps|tbr)$")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees")
 _FRAME_RE = re.compile(r"frame=\s*(?P<n>\d+)")
+_TIME_RE = re.compile(r"time=\s*(?P<h>\d+):(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -161,3 +162,12 @@ def parse_frame_count(stderr: str) -> int | None:
     """The frame count of the final progress line (`frame=   25 fps=...`)."""
     matches = _FRAME_RE.findall(stderr)
     return int(matches[-1]) if matches else None
+
+
+def parse_progress_time(stderr: str) -> float | None:
+    """Seconds of the final progress line (`time=00:00:01.92`): the last timestamp processed."""
+    matches = list(_TIME_RE.finditer(stderr))
+    if not matches:
+        return None
+    last = matches[-1]
+    return int(last.group("h")) * 3600 + int(last.group("m")) * 60 + float(last.group("s"))

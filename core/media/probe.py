@@ -10,7 +10,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import MediaError
-from core.media.ffmpeg_parse import parse_frame_count, parse_input_info
+from core.media.ffmpeg_parse import parse_frame_count, parse_input_info, parse_progress_time
 from core.media.imaging import open_image
 from core.media.limits import normalize_frame_duration
 from core.media.runner import input_args, run_ffmpeg
@@ -18,6 +18,7 @@ from core.media.runner import input_args, run_ffmpeg
 MediaKind = Literal["image", "video", "audio"]
 
 _UNREADABLE = "The file is not an image, video or audio file I can read."
+MAX_PLAUSIBLE_FPS = 240.0
 _MAX_TIMED_FRAMES = 5000  # per-frame durations of animated images are read up to this count
 
 
@@ -150,6 +151,8 @@ async def probe(
     if stream.rotation in (90, 270):
         width, height = height, width
     duration_s = parsed.duration_s
+    # A rate from "tbr" alone can be the container's time base (1k for Matroska): not a rate.
+    fps = stream.fps if stream.fps and stream.fps <= MAX_PLAUSIBLE_FPS else None
     frames: int | None = None
     if count_frames:
         counted = await run_ffmpeg(
@@ -164,10 +167,15 @@ async def probe(
                 f"{path.name}: demuxing failed", user_message="The video file is damaged."
             )
         frames = parse_frame_count(counted.stderr)
-    if frames is None and duration_s and stream.fps:
-        frames = round(duration_s * stream.fps)
-    if duration_s is None and frames and stream.fps:
-        duration_s = frames / stream.fps
+        if duration_s is None:
+            # No duration in the header (some streamed WebM): last timestamp + one frame.
+            last = parse_progress_time(counted.stderr)
+            if last is not None:
+                duration_s = last + (1 / fps if fps else 0.0)
+    if frames is None and duration_s and fps:
+        frames = round(duration_s * fps)
+    if duration_s is None and frames and fps:
+        duration_s = frames / fps
     return MediaInfo(
         kind="video",
         format=parsed.format,
@@ -177,7 +185,7 @@ async def probe(
         video_codec=stream.codec,
         pix_fmt=stream.pix_fmt,
         audio_codec=audio_codec,
-        fps=stream.fps,
+        fps=fps,
         frames=frames,
         rotation=stream.rotation,
         size_bytes=size_bytes,

@@ -101,6 +101,9 @@ async def _feed(writer: asyncio.StreamWriter | None, chunks: AsyncIterator[bytes
     finally:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             writer.close()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # release the generator's open image now, not at garbage collection
 
 
 async def run_ffmpeg(
@@ -137,23 +140,25 @@ async def run_ffmpeg(
 
     err = _StderrBuffer()
     out = bytearray()
+    tasks = [
+        asyncio.create_task(_feed(proc.stdin, stdin)),
+        asyncio.create_task(_drain(proc.stdout, out)),
+        asyncio.create_task(_drain(proc.stderr, err)),
+    ]
     try:
         async with asyncio.timeout(timeout_s):
-            await asyncio.gather(
-                _feed(proc.stdin, stdin),
-                _drain(proc.stdout, out),
-                _drain(proc.stderr, err),
-            )
+            await asyncio.gather(*tasks)
             returncode = await proc.wait()
     except TimeoutError as exc:
-        await _kill(proc)
+        await _stop(proc, tasks)
         log.warning("ffmpeg timed out", step=what, timeout_s=timeout_s)
         raise MediaError(
             f"{what}: ffmpeg timed out after {timeout_s:.1f} s",
             user_message="Processing the video took too long.",
         ) from exc
     except BaseException:
-        await _kill(proc)
+        # Cancelled, or the frame feeder failed: no ffmpeg and no helper task may outlive us.
+        await _stop(proc, tasks)
         raise
     result = RunResult(returncode=returncode, stdout=bytes(out), stderr=err.text())
     if check and returncode != 0:
@@ -163,10 +168,13 @@ async def run_ffmpeg(
     return result
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
+async def _stop(proc: asyncio.subprocess.Process, tasks: list[asyncio.Task[None]]) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    # Reap it even when we are being cancelled, so no zombie and no open pipes are left.
+    for task in tasks:
+        task.cancel()
+    # Reap the process and the pipe tasks even while being cancelled: no zombie, no open pipe.
     with contextlib.suppress(Exception):
         await asyncio.shield(proc.wait())
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -326,6 +326,7 @@ async def prepare_video(
     """Make `dest` (an .mp4) and `dest.thumb.jpg` from a video file, animated image or frame
     list. Nothing is left behind on failure; `timeout_s` bounds the whole conversion."""
     dest = Path(dest)
+    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     deadline = _Deadline(timeout_s)
     src, info = await _open_source(
         source, sequence_fps=sequence_fps, ffmpeg=ffmpeg, deadline=deadline

@@ -120,6 +120,7 @@ async def mix_soundtrack(
             user_message="The music file has no sound I can use.",
         )
     plan = soundtrack_filter(video_info.duration_s, audio_info.duration_s, fade_s)
+    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     part = dest.parent / f".{dest.stem}.{uuid.uuid4().hex[:8]}.part.mp4"
     try:
         await run_ffmpeg(

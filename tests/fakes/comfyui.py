@@ -677,7 +677,7 @@ class _Job:
 class _Client:
     sid: str
     ws: web.WebSocketResponse
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     supports_metadata: bool = False
     frozen: bool = False
     thaw: asyncio.Event = field(default_factory=asyncio.Event)
@@ -998,7 +998,12 @@ class FakeComfyUI:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
-        client = _Client(sid=sid, ws=ws, transport=request.transport)
+        transport = request.transport
+        client = _Client(
+            sid=sid,
+            ws=ws,
+            transport=transport if isinstance(transport, asyncio.Transport) else None,
+        )
         self._clients[sid] = client
         try:
             await self._send(
@@ -1119,11 +1124,11 @@ class FakeComfyUI:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt_id = str(body.get("prompt_id") or uuid.uuid4())
         info = self.object_info()
-        valid, error, outputs, node_errors = validate_prompt(
+        valid, failure, outputs, node_errors = validate_prompt(
             prompt, info, lambda name: self._input_path(name) is not None
         )
         if not valid:
-            return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+            return web.json_response({"error": failure, "node_errors": node_errors}, status=400)
         extra_data = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]

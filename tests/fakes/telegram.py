@@ -1083,9 +1083,8 @@ class FakeTelegram:
             msg.media_kind, msg.media = "photo", [r.photo_size() for r in sizes]
             msg.media_file_id, msg.media_bytes = sizes[-1].file_id, photo
         elif document is not None:
-            record = self._new_file(
-                "document", document, file_name=document_name, mime_type=document_mime
-            )
+            mime = document_mime or mimetypes.guess_type(document_name)[0]
+            record = self._new_file("document", document, file_name=document_name, mime_type=mime)
             msg.media_kind, msg.media = "document", self._document_api(record)
             msg.media_file_id, msg.media_bytes = record.file_id, document
         elif audio is not None:

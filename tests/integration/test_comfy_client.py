@@ -240,7 +240,7 @@ async def test_video_outputs_are_real_files(
     path = await env.client.download(ref, tmp_path, f"clip{suffix}")
     if suffix == ".webp":
         with Image.open(path) as image:
-            assert image.n_frames == frames and image.size == (128, 128)
+            assert getattr(image, "n_frames", 1) == frames and image.size == (128, 128)
     else:
         counted, _ = await asyncio.to_thread(imageio_ffmpeg.count_frames_and_secs, str(path))
         assert counted == frames
@@ -657,3 +657,58 @@ async def test_socket_keeps_retrying_while_server_is_absent() -> None:
             assert await sock.wait_connected(3)
         finally:
             await fake.close()
+
+
+async def test_partly_invalid_prompt_runs_the_valid_outputs(env: Env) -> None:
+    prompt = image_workflow(seed=600)
+    prompt["4"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "color": 0}}
+    prompt["5"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["4", 0], "filename_prefix": "x"},
+    }
+    prompt_id = str(uuid.uuid4())
+    queue = env.socket.subscribe(prompt_id)
+    result = await env.client.submit(prompt, prompt_id=prompt_id, client_id=env.client_id)
+    assert result.node_errors is not None
+    assert result.node_errors["4"]["dependent_outputs"] == ["5"]
+    assert {e["type"] for e in result.node_errors["4"]["errors"]} == {
+        "value_smaller_than_min",
+        "required_input_missing",
+    }
+    events = await collect(queue)
+    assert [e.node for e in events if isinstance(e, p.Executed)] == ["3"]
+
+
+async def test_history_and_queue_entries_have_the_recorded_shape(env: Env) -> None:
+    env.fake.hold()
+    prompt_id = str(uuid.uuid4())
+    await env.client.submit(
+        image_workflow(seed=700),
+        prompt_id=prompt_id,
+        client_id=env.client_id,
+        extra_data={"bot_chat_id": 1},
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{env.fake.base_url}/queue") as response:
+            queue = await response.json()
+        (item,) = queue["queue_pending"]
+        assert item[1:] == [
+            prompt_id,
+            image_workflow(seed=700),
+            {"bot_chat_id": 1, "client_id": env.client_id},
+            ["3"],
+        ]
+        env.fake.release()
+        await env.fake.wait_idle()
+        async with session.get(f"{env.fake.base_url}/history/{prompt_id}") as response:
+            entry = (await response.json())[prompt_id]
+    reference = recorded()["job_image"]["history_entry"]
+    assert list(entry) == list(reference)
+    assert list(entry["status"]) == list(reference["status"])
+    assert [m[0] for m in entry["status"]["messages"]] == [
+        m[0] for m in reference["status"]["messages"]
+    ]
+    assert [list(m[1]) for m in entry["status"]["messages"]] == [
+        list(m[1]) for m in reference["status"]["messages"]
+    ]
+    assert entry["meta"] == reference["meta"]

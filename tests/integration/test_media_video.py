@@ -126,6 +126,33 @@ async def test_probe_kinds(tmp_path: Path) -> None:
     )
 
 
+async def test_probe_streamed_webm_without_header_duration(tmp_path: Path) -> None:
+    streamed = await run_ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=64x48:r=20:d=1",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-f",
+            "webm",
+            "pipe:1",
+        ],
+        what="make streamed webm",
+        timeout_s=60,
+        capture_stdout=True,
+    )
+    path = tmp_path / "streamed.webm"
+    path.write_bytes(streamed.stdout)
+    info = await probe(path)
+    assert info.frames == 20
+    assert info.duration_s == pytest.approx(1.0, abs=0.06)
+    assert info.fps is None or info.fps <= 240
+
+
 async def test_probe_rejects_corrupt_and_missing(tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(3000))

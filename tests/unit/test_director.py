@@ -269,6 +269,8 @@ def test_direct_bounds_huge_scene_keeping_its_start_and_names() -> None:
     assert "(Aiko" in tiny.positive and "(Ren" in tiny.positive
     assert "Aiko opens" in tiny.positive
     assert estimate_tokens(tiny.positive) <= 30
+    crowded = [CharacterSpec(id=i, name=f"Name{i}") for i in range(20)]
+    assert direct(request, crowded, max_tokens=30).positive.endswith("(Name19:1.1), Aiko")
 
 
 def test_direct_bounds_unspaced_and_emoji_text() -> None:

@@ -6,7 +6,12 @@ import pytest
 
 from core.errors import MediaError
 from core.media.ffmpeg_bin import locate_ffmpeg, parse_version
-from core.media.ffmpeg_parse import parse_frame_count, parse_input_info, split_top_level
+from core.media.ffmpeg_parse import (
+    parse_frame_count,
+    parse_input_info,
+    parse_progress_time,
+    split_top_level,
+)
 from core.media.probe import MediaInfo
 from core.media.runner import file_url, stderr_tail
 from core.media.video import remux_args, remux_blocker
@@ -81,6 +86,12 @@ def test_frame_count_takes_the_last_progress_line() -> None:
     stderr = "frame=   10 fps=0.0\rframe=   25 fps=0.0 q=-1.0 Lsize=N/A\n"
     assert parse_frame_count(stderr) == 25
     assert parse_frame_count("nothing") is None
+
+
+def test_progress_time_takes_the_last_line() -> None:
+    stderr = "time=00:00:00.50 bitrate=N/A\rframe= 25 time=00:01:00.92 bitrate=N/A\n"
+    assert parse_progress_time(stderr) == pytest.approx(60.92)
+    assert parse_progress_time("no progress") is None
 
 
 def test_version_banner() -> None:

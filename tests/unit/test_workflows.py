@@ -625,7 +625,7 @@ def test_bad_builtin_is_a_hard_error(tmp_path: Path) -> None:
     with pytest.raises(WorkflowError, match=r"txt2video_wan\.json: malformed JSON"):
         Registry.load(builtin_dir=builtin)
     (builtin / "txt2video_wan.json").unlink()
-    with pytest.raises(WorkflowError, match="no workflow file txt2video_wan.json"):
+    with pytest.raises(WorkflowError, match=r"no workflow file txt2video_wan\.json"):
         Registry.load(builtin_dir=builtin)
 
 

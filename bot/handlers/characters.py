@@ -1,0 +1,960 @@
+"""/newcharacter (a conversation), /characters (paged list) and the character card.
+
+Creation: name -> appearance -> style (buttons) -> personality (text or /skip) -> reference photo
+(or /skip) -> confirm (buttons). Editing a field is a short conversation started from the
+card. Both live in one ConversationHandler keyed by (chat, user), so people in one group each
+have their own dialog; /cancel leaves at any step. In groups every question is asked as a
+selective ForceReply: the answer is a reply to the bot, which privacy mode lets through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from telegram.warnings import PTBUserWarning
+
+from bot import keyboards as kb
+from bot.context import (
+    Context,
+    Who,
+    ask_markup,
+    edit,
+    language_of,
+    pressed,
+    reply,
+    report_error,
+    runtime_of,
+    service_of,
+    toast,
+    who,
+)
+from bot.texts import t, t_plain
+from core.director import DEFAULT_STYLE, STYLE_PRESETS
+from core.errors import AnimeBotError, InvalidInput
+from core.logs import get_logger
+from core.media.images import normalize_reference
+from core.media.sheet import SheetTile, character_sheet
+from core.models import Character, JobKind
+from core.service import (
+    APPEARANCE_MAX,
+    NAME_MAX,
+    PERSONALITY_MAX,
+    CharacterDraft,
+    clean_name,
+    clean_text,
+)
+
+log = get_logger(__name__)
+
+NAME, APPEARANCE, STYLE, PERSONALITY, REFERENCE, CONFIRM, EDIT_TEXT, EDIT_PHOTO = range(8)
+PER_PAGE = 8
+MAX_PHOTO_BYTES = 20 * 1024 * 1024  # getFile's download limit
+CAPTION_APPEARANCE = 700  # a card's caption must stay under 1024 characters
+SHEET_TILES = 12
+TEXT_FIELDS = ("name", "appearance", "personality")
+CONVERSATION_TIMEOUT_S = 30 * 60
+
+STYLES = tuple(STYLE_PRESETS)
+NEW_STYLE = kb.action("ncs", kb.word_arg(STYLES))
+NEW_OK = kb.action("ncok")
+NEW_CANCEL = kb.action("ncno")
+LIST = kb.action("chl", kb.int_arg(10_000))
+OPEN = kb.action("cho", kb.UUID_ARG)
+BACK = kb.action("chb", kb.UUID_ARG)
+EDIT_MENU = kb.action("che", kb.UUID_ARG)
+EDIT_FIELD = kb.action("chf", kb.UUID_ARG, kb.word_arg((*TEXT_FIELDS, "reference")))
+STYLE_MENU = kb.action("chsm", kb.UUID_ARG)
+SET_STYLE = kb.action("chy", kb.UUID_ARG, kb.word_arg(STYLES))
+SHEET = kb.action("chsh", kb.UUID_ARG)
+DELETE = kb.action("chd", kb.UUID_ARG)
+DELETE_YES = kb.action("chdy", kb.UUID_ARG)
+DELETE_NO = kb.action("chdn", kb.UUID_ARG)
+
+
+@dataclass
+class Draft:
+    name: str = ""
+    appearance: str = ""
+    style: str = DEFAULT_STYLE
+    personality: str = ""
+    reference: Path | None = None
+
+
+@dataclass(frozen=True)
+class Editing:
+    character_id: UUID
+    field: str
+
+
+# -- per-dialog storage ----------------------------------------------------------------------------
+
+
+def _key(update: Update, kind: str) -> str:
+    chat = update.effective_chat
+    return f"{kind}:{chat.id if chat else 0}"
+
+
+def _user_data(context: Context) -> dict[Any, Any]:
+    data = context.user_data
+    if data is None:
+        raise RuntimeError("no user data for this update")
+    return data
+
+
+def _draft(update: Update, context: Context) -> Draft:
+    draft = _user_data(context).get(_key(update, "draft"))
+    if not isinstance(draft, Draft):
+        raise InvalidInput("no draft", user_message="Start again with /newcharacter.")
+    return draft
+
+
+def _forget(update: Update, context: Context) -> None:
+    """Drop this chat's draft (and its temporary reference photo) and edit state."""
+    data = _user_data(context)
+    draft = data.pop(_key(update, "draft"), None)
+    data.pop(_key(update, "edit"), None)
+    if isinstance(draft, Draft) and draft.reference is not None:
+        draft.reference.unlink(missing_ok=True)
+
+
+def _temp_dir(context: Context) -> Path:
+    folder = runtime_of(context).settings.data_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# -- validation of typed answers (localized; core re-checks) ---------------------------------------
+
+
+def _squeeze(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+async def _check_name(update: Update, context: Context, asker: Who, text: str | None) -> str | None:
+    """A usable new name, or None after telling the user what to fix."""
+    lang, name = asker.lang, _squeeze(text)
+    if not name:
+        await reply(update, t("chars.name_empty", lang), markup=ask_markup(update))
+        return None
+    if len(name) > NAME_MAX:
+        await reply(
+            update,
+            t("chars.name_too_long", lang, length=len(name), max=NAME_MAX),
+            markup=ask_markup(update),
+        )
+        return None
+    try:
+        name = clean_name(name)
+    except InvalidInput as error:
+        log.info("character name refused", reason=str(error))
+        await reply(update, t("chars.name_bad", lang), markup=ask_markup(update))
+        return None
+    try:
+        return await service_of(context).check_new_name(asker.user_id, name)
+    except InvalidInput as error:
+        log.info("character name refused", reason=str(error))
+        await reply(update, t("chars.name_taken", lang, name=name), markup=ask_markup(update))
+        return None
+
+
+async def _check_long_text(
+    update: Update,
+    asker: Who,
+    text: str | None,
+    *,
+    field: str,
+    limit: int,
+    required: bool,
+    name: str,
+) -> str | None:
+    value = (text or "").strip()
+    if required and not value:
+        await reply(
+            update, t(f"chars.{field}_empty", asker.lang, name=name), markup=ask_markup(update)
+        )
+        return None
+    if len(value) > limit:
+        await reply(
+            update,
+            t(f"chars.{field}_too_long", asker.lang, length=len(value), max=limit),
+            markup=ask_markup(update),
+        )
+        return None
+    try:
+        return clean_text(value, limit=limit, field=field, minimum=1 if required else 0)
+    except InvalidInput as error:
+        await report_error(update, error, asker.lang)
+        return None
+
+
+async def _receive_reference(update: Update, context: Context, asker: Who) -> Path | None:
+    """Download and normalize the photo of this message; None after saying what to fix."""
+    message = update.effective_message
+    assert message is not None
+    if message.photo:
+        media = message.photo[-1]
+        file_id, size = media.file_id, media.file_size
+    elif message.document and (message.document.mime_type or "").startswith("image/"):
+        file_id, size = message.document.file_id, message.document.file_size
+    else:
+        log.info("reference is not a photo", user_id=asker.user_id)
+        await reply(update, t("chars.reference_not_photo", asker.lang), markup=ask_markup(update))
+        return None
+    too_big = t(
+        "chars.reference_too_big",
+        asker.lang,
+        size=round((size or 0) / 1024 / 1024, 1),
+        max=MAX_PHOTO_BYTES // 1024 // 1024,
+    )
+    if size is not None and size > MAX_PHOTO_BYTES:
+        log.info("reference too big", size=size)
+        await reply(update, too_big, markup=ask_markup(update))
+        return None
+    await message.reply_chat_action(ChatAction.TYPING)
+    try:
+        telegram_file = await context.bot.get_file(file_id)
+        data = bytes(await telegram_file.download_as_bytearray())
+    except BadRequest as error:
+        log.info("reference download refused", error=error.message)
+        await reply(update, too_big, markup=ask_markup(update))
+        return None
+    dest = _temp_dir(context) / f"ref-{asker.user_id}-{uuid.uuid4().hex}.png"
+    try:
+        stored = await normalize_reference(data, dest)
+    except InvalidInput as error:
+        await reply(
+            update,
+            t("chars.reference_retry", asker.lang, message=error.user_message),
+            markup=ask_markup(update),
+        )
+        return None
+    log.info("reference received", width=stored.width, height=stored.height)
+    return stored.path
+
+
+async def _existing(paths: list[Path]) -> list[Path]:
+    return await asyncio.to_thread(lambda: [path for path in paths if path.exists()])
+
+
+# -- /newcharacter --------------------------------------------------------------------------------
+
+
+def _style_keyboard(
+    owner: int, action: kb.Action, *prefix: UUID
+) -> list[list[InlineKeyboardButton]]:
+    buttons = [kb.button(style, action.data(*prefix, style, owner=owner)) for style in STYLES]
+    return kb.rows(buttons, 2)
+
+
+async def new_character(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    _forget(update, context)
+    _user_data(context)[_key(update, "draft")] = Draft()
+    await reply(update, t("chars.ask_name", asker.lang, max=NAME_MAX), markup=ask_markup(update))
+    return NAME
+
+
+async def got_name(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    message = update.effective_message
+    name = await _check_name(update, context, asker, message.text if message else None)
+    if name is None:
+        return NAME
+    draft.name = name
+    await reply(
+        update,
+        t("chars.ask_appearance", asker.lang, name=name, max=APPEARANCE_MAX),
+        markup=ask_markup(update),
+    )
+    return APPEARANCE
+
+
+async def got_appearance(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    message = update.effective_message
+    value = await _check_long_text(
+        update,
+        asker,
+        message.text if message else None,
+        field="appearance",
+        limit=APPEARANCE_MAX,
+        required=True,
+        name=draft.name,
+    )
+    if value is None:
+        return APPEARANCE
+    draft.appearance = value
+    keyboard = _style_keyboard(asker.user_id, NEW_STYLE)
+    keyboard.append(
+        [kb.button(t_plain("common.cancel", asker.lang), NEW_CANCEL.data(owner=asker.user_id))]
+    )
+    await reply(
+        update,
+        t("chars.ask_style", asker.lang, name=draft.name),
+        markup=InlineKeyboardMarkup(keyboard),
+    )
+    return STYLE
+
+
+async def got_style(update: Update, context: Context) -> int:
+    callback = await pressed(update, NEW_STYLE)
+    if callback is None:
+        return STYLE
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    draft.style = callback.word(0)
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(
+        update.callback_query,
+        t("chars.ask_style", asker.lang, name=draft.name) + f" <b>{draft.style}</b>",
+    )
+    await reply(
+        update, t("chars.ask_personality", asker.lang, name=draft.name), markup=ask_markup(update)
+    )
+    return PERSONALITY
+
+
+async def style_needs_button(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    await reply(update, t("chars.style_use_buttons", asker.lang))
+    return STYLE
+
+
+async def got_personality(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    message = update.effective_message
+    value = await _check_long_text(
+        update,
+        asker,
+        message.text if message else None,
+        field="personality",
+        limit=PERSONALITY_MAX,
+        required=False,
+        name=draft.name,
+    )
+    if value is None:
+        return PERSONALITY
+    draft.personality = value
+    return await _ask_reference(update, asker, draft)
+
+
+async def skip_personality(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    draft.personality = ""
+    return await _ask_reference(update, asker, draft)
+
+
+async def _ask_reference(update: Update, asker: Who, draft: Draft) -> int:
+    await reply(
+        update, t("chars.ask_reference", asker.lang, name=draft.name), markup=ask_markup(update)
+    )
+    return REFERENCE
+
+
+async def got_reference(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    path = await _receive_reference(update, context, asker)
+    if path is None:
+        return REFERENCE
+    if draft.reference is not None:
+        draft.reference.unlink(missing_ok=True)
+    draft.reference = path
+    return await _ask_confirm(update, asker, draft)
+
+
+async def skip_reference(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    return await _ask_confirm(update, asker, _draft(update, context))
+
+
+async def _ask_confirm(update: Update, asker: Who, draft: Draft) -> int:
+    lang = asker.lang
+    none = t_plain("chars.none_value", lang)
+    text = t(
+        "chars.confirm",
+        lang,
+        name=draft.name,
+        appearance=_shorten(draft.appearance, 1500),
+        style=draft.style,
+        personality=_shorten(draft.personality, 800) or none,
+        reference=t_plain("common.yes" if draft.reference else "common.no", lang),
+    )
+    markup = kb.confirm(
+        NEW_OK.data(owner=asker.user_id),
+        NEW_CANCEL.data(owner=asker.user_id),
+        lang,
+        yes_key="chars.btn_create",
+        no_key="common.cancel",
+    )
+    await reply(update, text, markup=markup)
+    return CONFIRM
+
+
+async def confirm_needs_button(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    await reply(update, t("chars.confirm_use_buttons", asker.lang))
+    return CONFIRM
+
+
+async def create(update: Update, context: Context) -> int:
+    if await pressed(update, NEW_OK) is None:
+        return CONFIRM
+    asker = await who(update, context)
+    draft = _draft(update, context)
+    query = update.callback_query
+    assert query is not None
+    try:
+        character = await service_of(context).create_character(
+            asker.actor,
+            CharacterDraft(
+                name=draft.name,
+                appearance=draft.appearance,
+                personality=draft.personality,
+                style=draft.style,
+                reference=draft.reference,
+            ),
+        )
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        _forget(update, context)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(None)
+        return ConversationHandler.END
+    _forget(update, context)
+    await toast(update)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(None)
+    await reply(update, t("chars.created", asker.lang, name=character.name))
+    return ConversationHandler.END
+
+
+async def cancel(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    _forget(update, context)
+    query = update.callback_query
+    if query is not None:
+        if await pressed(update, NEW_CANCEL) is None:
+            return ConversationHandler.END
+        await toast(update)
+        await edit(query, t("common.cancelled", asker.lang))
+    else:
+        await reply(update, t("common.cancelled", asker.lang))
+    return ConversationHandler.END
+
+
+async def timed_out(update: Update, context: Context) -> None:
+    _forget(update, context)
+    if isinstance(update, Update) and update.effective_message is not None:
+        with contextlib.suppress(TelegramError):
+            await reply(update, t("common.timeout", language_of(update)))
+
+
+# -- /characters and the card ---------------------------------------------------------------------
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def card_text(character: Character, lang: str, *, caption: bool = False) -> str:
+    appearance = _shorten(character.appearance, CAPTION_APPEARANCE if caption else 2000)
+    text = t("chars.card", lang, name=character.name, style=character.style, appearance=appearance)
+    if character.personality:
+        personality = _shorten(character.personality, 200 if caption else 1000)
+        text += "\n" + t("chars.card_personality", lang, personality=personality)
+    return text
+
+
+def card_markup(owner: int, character_id: UUID, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [kb.button(t_plain("chars.btn_scene", lang), kb.SCENE.data(character_id, owner=owner))],
+            [
+                kb.button(
+                    t_plain("chars.btn_edit", lang), EDIT_MENU.data(character_id, owner=owner)
+                ),
+                kb.button(t_plain("chars.btn_sheet", lang), SHEET.data(character_id, owner=owner)),
+            ],
+            [kb.button(t_plain("chars.btn_delete", lang), DELETE.data(character_id, owner=owner))],
+        ]
+    )
+
+
+async def send_card(update: Update, context: Context, asker: Who, character: Character) -> Message:
+    """The character card as a new message: the reference photo with a caption, or text."""
+    references = await _existing(await service_of(context).references(character.id))
+    markup = card_markup(asker.user_id, character.id, asker.lang)
+    message = update.effective_message
+    assert message is not None
+    if references:
+        return await message.reply_photo(
+            references[-1],
+            caption=card_text(character, asker.lang, caption=True),
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            do_quote=False,
+        )
+    return await reply(update, card_text(character, asker.lang), markup=markup, quote=False)
+
+
+async def _list_view(
+    context: Context, asker: Who, page: int
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    service = service_of(context)
+    items, total = await service.list_characters(asker.user_id, page=page, per_page=PER_PAGE)
+    pages = kb.page_count(total, PER_PAGE)
+    if total and not items and page > 0:
+        page = pages - 1
+        items, total = await service.list_characters(asker.user_id, page=page, per_page=PER_PAGE)
+    if not total:
+        return t("chars.none", asker.lang), None
+    owner = asker.user_id
+    buttons = [kb.button(c.name, OPEN.data(c.id, owner=owner)) for c in items]
+    markup = kb.paged(buttons, page, pages, lambda p: LIST.data(p, owner=owner), per_row=2)
+    return t("chars.list_title", asker.lang, total=total), markup
+
+
+async def list_characters(update: Update, context: Context) -> None:
+    asker = await who(update, context)
+    text, markup = await _list_view(context, asker, 0)
+    await reply(update, text, markup=markup)
+
+
+async def list_page(update: Update, context: Context) -> None:
+    callback = await pressed(update, LIST)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    text, markup = await _list_view(context, asker, callback.int(0))
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(update.callback_query, text, markup)
+
+
+async def _character(
+    update: Update, context: Context, asker: Who, character_id: UUID
+) -> Character | None:
+    try:
+        return await service_of(context).get_character(asker.actor, character_id)
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return None
+
+
+async def open_card(update: Update, context: Context) -> None:
+    callback = await pressed(update, OPEN)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    await toast(update)
+    await send_card(update, context, asker, character)
+
+
+async def back_to_card(update: Update, context: Context) -> None:
+    callback = await pressed(update, BACK)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    await toast(update)
+    await _restore_card(update, asker, character)
+
+
+async def _restore_card(update: Update, asker: Who, character: Character) -> None:
+    query = update.callback_query
+    assert query is not None
+    is_photo = isinstance(query.message, Message) and bool(query.message.photo)
+    await edit(
+        query,
+        card_text(character, asker.lang, caption=is_photo),
+        card_markup(asker.user_id, character.id, asker.lang),
+    )
+
+
+async def edit_menu(update: Update, context: Context) -> None:
+    callback = await pressed(update, EDIT_MENU)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    owner, cid, lang = asker.user_id, character.id, asker.lang
+    fields = [
+        kb.button(t_plain(f"chars.field_{f}", lang), EDIT_FIELD.data(cid, f, owner=owner))
+        for f in TEXT_FIELDS
+    ]
+    fields.append(kb.button(t_plain("chars.field_style", lang), STYLE_MENU.data(cid, owner=owner)))
+    fields.append(
+        kb.button(
+            t_plain("chars.field_reference", lang), EDIT_FIELD.data(cid, "reference", owner=owner)
+        )
+    )
+    keyboard = kb.rows(fields, 2)
+    keyboard.append([kb.button(t_plain("common.back", lang), BACK.data(cid, owner=owner))])
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(
+        update.callback_query,
+        t("chars.edit_pick", lang, name=character.name),
+        InlineKeyboardMarkup(keyboard),
+    )
+
+
+async def style_menu(update: Update, context: Context) -> None:
+    callback = await pressed(update, STYLE_MENU)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    keyboard = _style_keyboard(asker.user_id, SET_STYLE, character.id)
+    keyboard.append(
+        [
+            kb.button(
+                t_plain("common.back", asker.lang), BACK.data(character.id, owner=asker.user_id)
+            )
+        ]
+    )
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(
+        update.callback_query,
+        t("chars.edit_style_pick", asker.lang, name=character.name),
+        InlineKeyboardMarkup(keyboard),
+    )
+
+
+async def set_style(update: Update, context: Context) -> None:
+    callback = await pressed(update, SET_STYLE)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    try:
+        character = await service_of(context).update_character(
+            asker.actor, callback.uuid(0), "style", callback.word(1)
+        )
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return
+    await toast(update, t_plain("chars.edit_saved", asker.lang))
+    await _restore_card(update, asker, character)
+
+
+async def edit_field(update: Update, context: Context) -> int:
+    callback = await pressed(update, EDIT_FIELD)
+    if callback is None:
+        return ConversationHandler.END
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return ConversationHandler.END
+    _forget(update, context)
+    field = callback.word(1)
+    _user_data(context)[_key(update, "edit")] = Editing(character.id, field)
+    await toast(update)
+    if field == "reference":
+        await reply(
+            update,
+            t("chars.edit_ask_reference", asker.lang, name=character.name),
+            markup=ask_markup(update),
+        )
+        return EDIT_PHOTO
+    current = getattr(character, field) or t_plain("chars.none_value", asker.lang)
+    await reply(
+        update,
+        t(
+            "chars.edit_ask_text",
+            asker.lang,
+            field=t_plain(f"chars.field_{field}", asker.lang).lower(),
+            name=character.name,
+            current=_shorten(str(current), 300),
+        ),
+        markup=ask_markup(update),
+    )
+    return EDIT_TEXT
+
+
+def _editing(update: Update, context: Context) -> Editing:
+    editing = _user_data(context).get(_key(update, "edit"))
+    if not isinstance(editing, Editing):
+        raise InvalidInput("no edit in progress", user_message="Open the character again.")
+    return editing
+
+
+async def got_edit_text(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    editing = _editing(update, context)
+    message = update.effective_message
+    text = message.text if message else None
+    value: str | None
+    if editing.field == "name":
+        value = await _check_name(update, context, asker, text)
+    else:
+        limit = APPEARANCE_MAX if editing.field == "appearance" else PERSONALITY_MAX
+        value = await _check_long_text(
+            update,
+            asker,
+            text,
+            field=editing.field,
+            limit=limit,
+            required=editing.field == "appearance",
+            name="",
+        )
+    if value is None:
+        return EDIT_TEXT
+    try:
+        character = await service_of(context).update_character(
+            asker.actor, editing.character_id, editing.field, value
+        )
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return EDIT_TEXT
+    _forget(update, context)
+    await reply(update, t("chars.edit_saved", asker.lang))
+    await send_card(update, context, asker, character)
+    return ConversationHandler.END
+
+
+async def edit_needs_text(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    await reply(update, t("chars.edit_text_only", asker.lang), markup=ask_markup(update))
+    return EDIT_TEXT
+
+
+async def got_edit_photo(update: Update, context: Context) -> int:
+    asker = await who(update, context)
+    editing = _editing(update, context)
+    path = await _receive_reference(update, context, asker)
+    if path is None:
+        return EDIT_PHOTO
+    service = service_of(context)
+    try:
+        await service.add_reference(asker.actor, editing.character_id, path)
+        character = await service.get_character(asker.actor, editing.character_id)
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return ConversationHandler.END
+    finally:
+        path.unlink(missing_ok=True)
+    _forget(update, context)
+    await reply(update, t("chars.edit_saved", asker.lang))
+    await send_card(update, context, asker, character)
+    return ConversationHandler.END
+
+
+# -- delete ---------------------------------------------------------------------------------------
+
+
+async def delete(update: Update, context: Context) -> None:
+    callback = await pressed(update, DELETE)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    owner, cid = asker.user_id, character.id
+    markup = kb.confirm(
+        DELETE_YES.data(cid, owner=owner), DELETE_NO.data(cid, owner=owner), asker.lang
+    )
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(
+        update.callback_query, t("chars.delete_confirm", asker.lang, name=character.name), markup
+    )
+
+
+async def delete_yes(update: Update, context: Context) -> None:
+    callback = await pressed(update, DELETE_YES)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    try:
+        await service_of(context).delete_character(asker.actor, character.id)
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return
+    log.info("character deleted", character_id=str(character.id), owner=asker.user_id)
+    await toast(update)
+    assert update.callback_query is not None
+    await edit(update.callback_query, t("chars.deleted", asker.lang, name=character.name))
+
+
+async def delete_no(update: Update, context: Context) -> None:
+    callback = await pressed(update, DELETE_NO)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    await toast(update, t_plain("chars.kept", asker.lang))
+    await _restore_card(update, asker, character)
+
+
+# -- character sheet ------------------------------------------------------------------------------
+
+
+async def _sheet_tiles(context: Context, asker: Who, character: Character) -> list[SheetTile]:
+    service = service_of(context)
+    label = t_plain("chars.sheet_reference", asker.lang)
+    tiles = [SheetTile(p, label) for p in await _existing(await service.references(character.id))]
+    for page in range(3):
+        jobs = await service.history(asker.actor, page=page, per_page=40)
+        for job in jobs:
+            if character.id not in job.character_ids:
+                continue
+            images = [
+                Path(o.file_path) for o in await service.outputs(job.id) if o.kind is JobKind.IMAGE
+            ]
+            caption = _shorten(job.prompt_typed, 40)
+            tiles += [SheetTile(path, caption) for path in await _existing(images)]
+            if len(tiles) >= SHEET_TILES:
+                return tiles[:SHEET_TILES]
+        if len(jobs) < 40:
+            break
+    return tiles
+
+
+async def sheet(update: Update, context: Context) -> None:
+    callback = await pressed(update, SHEET)
+    if callback is None:
+        return
+    asker = await who(update, context)
+    character = await _character(update, context, asker, callback.uuid(0))
+    if character is None:
+        return
+    tiles = await _sheet_tiles(context, asker, character)
+    if not tiles:
+        await toast(update)
+        await reply(update, t("chars.sheet_empty", asker.lang, name=character.name))
+        return
+    await toast(update, t_plain("chars.sheet_working", asker.lang))
+    message = update.effective_message
+    assert message is not None
+    await message.reply_chat_action(ChatAction.UPLOAD_PHOTO)
+    with tempfile.TemporaryDirectory(dir=_temp_dir(context)) as folder:
+        try:
+            path = await character_sheet(tiles, character.name, Path(folder) / "sheet.jpg")
+        except AnimeBotError as error:
+            await report_error(update, error, asker.lang)
+            return
+        await message.reply_photo(
+            path,
+            caption=t("chars.sheet_caption", asker.lang, name=character.name, count=len(tiles)),
+            parse_mode=ParseMode.HTML,
+            do_quote=False,
+        )
+
+
+# -- registration ---------------------------------------------------------------------------------
+
+
+def conversation() -> ConversationHandler[Any]:
+    text = filters.TEXT & ~filters.COMMAND
+    other = ~filters.COMMAND & ~filters.TEXT
+    photo = filters.PHOTO | filters.Document.IMAGE
+    with warnings.catch_warnings():
+        # per_message=False is intended: the dialog is keyed by (chat, user), and its buttons
+        # carry their owner, so tracking callbacks per message is not needed.
+        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
+        return ConversationHandler(
+            entry_points=[
+                CommandHandler("newcharacter", new_character),
+                CallbackQueryHandler(edit_field, pattern=EDIT_FIELD.pattern),
+            ],
+            states={
+                NAME: [MessageHandler(text, got_name), MessageHandler(other, got_name)],
+                APPEARANCE: [
+                    MessageHandler(text, got_appearance),
+                    MessageHandler(other, got_appearance),
+                ],
+                STYLE: [
+                    CallbackQueryHandler(got_style, pattern=NEW_STYLE.pattern),
+                    MessageHandler(~filters.COMMAND, style_needs_button),
+                ],
+                PERSONALITY: [
+                    MessageHandler(text, got_personality),
+                    CommandHandler("skip", skip_personality),
+                    MessageHandler(other, got_personality),
+                ],
+                REFERENCE: [
+                    MessageHandler(photo, got_reference),
+                    CommandHandler("skip", skip_reference),
+                    MessageHandler(~filters.COMMAND, got_reference),
+                ],
+                CONFIRM: [
+                    CallbackQueryHandler(create, pattern=NEW_OK.pattern),
+                    MessageHandler(~filters.COMMAND, confirm_needs_button),
+                ],
+                EDIT_TEXT: [
+                    MessageHandler(text, got_edit_text),
+                    MessageHandler(other, edit_needs_text),
+                ],
+                EDIT_PHOTO: [MessageHandler(~filters.COMMAND, got_edit_photo)],
+                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
+            },
+            fallbacks=[
+                CommandHandler("cancel", cancel, has_args=False),
+                CallbackQueryHandler(cancel, pattern=NEW_CANCEL.pattern),
+            ],
+            allow_reentry=True,
+            per_chat=True,
+            per_user=True,
+            conversation_timeout=CONVERSATION_TIMEOUT_S,
+            name="characters",
+        )
+
+
+def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    app.add_handler(conversation())
+    app.add_handler(CommandHandler("characters", list_characters))
+    for action, callback in (
+        (LIST, list_page),
+        (OPEN, open_card),
+        (BACK, back_to_card),
+        (EDIT_MENU, edit_menu),
+        (STYLE_MENU, style_menu),
+        (SET_STYLE, set_style),
+        (SHEET, sheet),
+        (DELETE, delete),
+        (DELETE_YES, delete_yes),
+        (DELETE_NO, delete_no),
+    ):
+        app.add_handler(CallbackQueryHandler(callback, pattern=action.pattern))

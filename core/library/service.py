@@ -1,0 +1,134 @@
+"""Filing delivered results into the Jellyfin library, with retries that survive restarts.
+
+After a job is done each output is written under JELLYFIN_LIBRARY_DIR, Jellyfin is told, and
+when its item appears the link is recorded and handed to the deliverer (which adds it to the
+message caption). Jellyfin being down or slow never delays delivery: the output stays
+`pending`/`filed` with a next attempt time, and the scheduler calls `file_due()`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from core.db import characters as char_db
+from core.db import generations as gen_db
+from core.db import outputs as out_db
+from core.db import people
+from core.errors import LibraryError
+from core.jobs.delivery import Deliverer
+from core.library.filing import FiledResult, FilingPending, ScanWait, file_output
+from core.library.jellyfin import JellyfinClient
+from core.library.layout import FilingMetadata, LayoutSettings, parse_path_map
+from core.logs import bind_context, clear_context, get_logger
+from core.models import Generation, LibraryStatus, Output
+from core.settings import Settings
+
+log = get_logger(__name__)
+MAX_ATTEMPTS = 50
+
+
+class LibraryFiler:
+    def __init__(self, settings: Settings, db: asyncpg.Pool, deliverer: Deliverer | None) -> None:
+        self.settings = settings
+        self.db = db
+        self.deliverer = deliverer
+        self.enabled = settings.jellyfin_library_dir is not None
+        self.layout = LayoutSettings(
+            root=settings.jellyfin_library_dir or Path("."),
+            mode=settings.jellyfin_layout,
+            path_map=parse_path_map(settings.jellyfin_path_map or ""),
+        )
+        self.wait = ScanWait(settings.jellyfin_scan_attempts, settings.jellyfin_scan_interval_s)
+
+    def _client(self) -> JellyfinClient | None:
+        if not self.settings.jellyfin_configured:
+            return None
+        assert self.settings.jellyfin_url and self.settings.jellyfin_api_key
+        return JellyfinClient(
+            self.settings.jellyfin_url, self.settings.jellyfin_api_key.get_secret_value(),
+            public_url=self.settings.jellyfin_public_url, timeout=self.settings.jellyfin_timeout_s,
+        )
+
+    async def file_job(self, job: Generation) -> None:
+        if not self.enabled:
+            return
+        for output in await out_db.list_outputs(self.db, job.id):
+            if output.library_status in (LibraryStatus.PENDING, LibraryStatus.FILED):
+                await self.file_output(job, output)
+
+    async def file_due(self) -> int:
+        """File every output whose next attempt is due; returns how many were tried."""
+        if not self.enabled:
+            return 0
+        due = await out_db.due_for_library(self.db, datetime.now(UTC))
+        for output in due:
+            job = await gen_db.get_generation(self.db, output.generation_id)
+            if job is not None:
+                await self.file_output(job, output)
+        return len(due)
+
+    async def _metadata(self, job: Generation, output: Output) -> FilingMetadata:
+        characters = await char_db.get_characters(self.db, job.character_ids)
+        chat = await people.get_chat(self.db, job.chat_id)
+        return FilingMetadata(
+            title=job.prompt_typed, prompt=job.prompt_positive,
+            characters=tuple(c.name for c in characters),
+            chat_title=(chat.title if chat else None), job_id=str(job.id),
+            created_at=job.created_at, kind=output.kind, position=output.position,
+        )
+
+    async def file_output(self, job: Generation, output: Output) -> Output | None:
+        bind_context(job_id=str(job.id))
+        meta = await self._metadata(job, output)
+        previous = Path(output.library_path) if output.library_path else None
+        client = self._client()
+        try:
+            result = await self._file(client, output, meta, previous)
+        except FilingPending as pending:
+            return await self._retry_later(output, pending.result, str(pending))
+        except LibraryError as error:
+            return await self._retry_later(output, None, str(error))
+        finally:
+            if client is not None:
+                await client.close()
+            clear_context(["job_id"])
+        if result.link is None:
+            return await self._retry_later(output, result, "not indexed yet")
+        saved = await out_db.record_library(
+            self.db, output.id, status=LibraryStatus.LINKED,
+            library_path=str(result.library_path), item_id=result.item_id, link=result.link,
+        )
+        log.info("filed in library", output=str(output.id), link=result.link)
+        if saved is not None and self.deliverer is not None:
+            await self.deliverer.library_linked(job, saved, result.link)
+        return saved
+
+    async def _file(
+        self, client: JellyfinClient | None, output: Output, meta: FilingMetadata,
+        previous: Path | None,
+    ) -> FiledResult:
+        source = Path(output.file_path)
+        if output.kind.value == "video" and output.delivery_path:
+            source = Path(output.delivery_path)  # the H.264 mp4 plays everywhere
+        return await file_output(client, self.layout, source, meta, library_path=previous,
+                                 wait=self.wait)
+
+    async def _retry_later(
+        self, output: Output, result: FiledResult | None, reason: str
+    ) -> Output | None:
+        failed = output.library_attempts + 1 >= MAX_ATTEMPTS
+        status = LibraryStatus.FAILED if failed else (
+            LibraryStatus.FILED if result is not None else LibraryStatus.PENDING
+        )
+        delay = min(self.settings.library_retry_s * (2 ** min(output.library_attempts, 6)),
+                    24 * 3600)
+        log.warning("library filing will be retried", output=str(output.id), reason=reason,
+                    attempts=output.library_attempts + 1, gave_up=failed)
+        return await out_db.record_library(
+            self.db, output.id, status=status,
+            library_path=str(result.library_path) if result else None,
+            next_attempt_at=None if failed else datetime.now(UTC) + timedelta(seconds=delay),
+        )

@@ -1,0 +1,109 @@
+"""Periodic maintenance on APScheduler, safe with several processes.
+
+Each tick takes a PostgreSQL advisory lock for its task (`pg_try_advisory_lock`): when another
+process is already running the same task, this one skips the tick. Tasks: retry library filing,
+reset daily quotas, forget dead processes, expire old temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from core.db import people
+from core.db import workers as workers_db
+from core.library.service import LibraryFiler
+from core.logs import get_logger
+
+log = get_logger(__name__)
+
+TASK_LOCK_CLASS = 4244
+TEMP_MAX_AGE_S = 24 * 3600
+
+
+async def run_exclusive(
+    db: asyncpg.Pool, key: int, task: Callable[[], Awaitable[object]]
+) -> bool:
+    """Run `task` unless another process holds its lock; True when it ran."""
+    async with db.acquire() as conn:
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", TASK_LOCK_CLASS, key)
+        if not got:
+            return False
+        try:
+            await task()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", TASK_LOCK_CLASS, key)
+    return True
+
+
+def expire_temp_files(root: Path, now: float, max_age_s: float = TEMP_MAX_AGE_S) -> int:
+    """Delete partial downloads/encodes (`*.part`, `.tmp*`) older than `max_age_s`."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for path in root.rglob("*"):
+        name = path.name
+        if not path.is_file() or not (name.endswith(".part") or ".tmp" in name):
+            continue
+        try:
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+class Maintenance:
+    def __init__(self, db: asyncpg.Pool, data_dir: Path, filer: LibraryFiler) -> None:
+        self.db = db
+        self.data_dir = data_dir
+        self.filer = filer
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def start(self) -> None:
+        add = self.scheduler.add_job
+        add(self._tick, "interval", seconds=60, args=[1, self.library], id="library",
+            max_instances=1, coalesce=True)
+        add(self._tick, "interval", seconds=300, args=[2, self.quotas], id="quotas",
+            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        add(self._tick, "interval", seconds=120, args=[3, self.workers], id="workers",
+            max_instances=1, coalesce=True)
+        add(self._tick, "interval", seconds=3600, args=[4, self.temp_files], id="temp",
+            max_instances=1, coalesce=True)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    async def _tick(self, key: int, task: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await run_exclusive(self.db, key, task)
+        except Exception:
+            log.exception("maintenance task failed", task=getattr(task, "__name__", key))
+
+    async def library(self) -> None:
+        tried = await self.filer.file_due()
+        if tried:
+            log.info("library filing retried", outputs=tried)
+
+    async def quotas(self) -> None:
+        reset = await people.reset_quotas(self.db, datetime.now(UTC).date())
+        if reset:
+            log.info("daily quotas reset", users=reset)
+
+    async def workers(self) -> None:
+        live = await workers_db.live_workers(self.db)
+        await workers_db.forget_dead_workers(self.db, live)
+
+    async def temp_files(self) -> None:
+        removed = await asyncio.to_thread(expire_temp_files, self.data_dir, time.time())
+        if removed:
+            log.info("old temporary files removed", files=removed)

@@ -1,0 +1,98 @@
+"""Delivered results are filed into the Jellyfin library and the link reaches the chat side;
+Jellyfin down never delays delivery, and the scheduler's retry files it later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.db import outputs as out_db
+from core.models import JobKind, LibraryStatus
+from core.states import JobState
+from tests.engine import (
+    RecordingDeliverer,
+    actor,
+    engine_settings,
+    install_models,
+    start_runtime,
+    wait_status,
+    wait_until,
+)
+from tests.fakes.jellyfin import API_KEY
+
+
+def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) -> object:
+    library = tmp_path / "library"
+    library.mkdir()
+    return engine_settings(
+        pg_dsn, tmp_path / "data", [comfy_url], jellyfin_url=jellyfin_url,
+        jellyfin_api_key=API_KEY, jellyfin_library_dir=library, jellyfin_scan_attempts=20,
+        jellyfin_scan_interval_s=0.1, library_retry_s=0.2,
+    )
+
+
+async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, tmp_path) -> None:
+    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    install_models(fake_comfy, settings)
+    deliverer = RecordingDeliverer()
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        me = actor(7)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "Sakura at the beach")
+        await wait_status(runtime, ticket.job.id, {JobState.DONE})
+
+        async def linked() -> bool:
+            return bool(deliverer.links)
+
+        await wait_until(linked, timeout=15)
+        output_id, link = deliverer.links[0]
+        output = await out_db.get_output(runtime.database.pool, output_id)
+        assert output is not None and output.library_status is LibraryStatus.LINKED
+        assert output.jellyfin_link == link
+        assert link.startswith(f"{fake_jellyfin.url}/web/#/details?id=")
+        filed = Path(output.library_path or "")
+        assert filed.is_file() and filed.is_relative_to(settings.jellyfin_library_dir)
+        assert "Sakura at the beach" in filed.name
+        assert fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
+    finally:
+        await runtime.stop()
+
+
+async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    install_models(fake_comfy, settings)
+    await fake_jellyfin.stop()
+    deliverer = RecordingDeliverer()
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        me = actor(8)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a rainy street")
+        job = await wait_status(runtime, ticket.job.id, {JobState.DONE})
+        assert job.result_message_id is not None
+
+        async def pending_retry() -> bool:
+            outs = await runtime.service.outputs(job.id)
+            return bool(outs) and outs[0].library_attempts >= 1
+
+        await wait_until(pending_retry, timeout=10)
+        outs = await runtime.service.outputs(job.id)
+        assert outs[0].library_status in (LibraryStatus.PENDING, LibraryStatus.FILED)
+        assert not deliverer.links
+
+        await fake_jellyfin.start()
+        filer = runtime.extras["filer"]
+
+        async def linked() -> bool:
+            await filer.file_due()
+            return bool(deliverer.links)
+
+        await wait_until(linked, timeout=15)
+        outs = await runtime.service.outputs(job.id)
+        assert outs[0].library_status is LibraryStatus.LINKED
+        files = list(settings.jellyfin_library_dir.rglob("*.png"))
+        assert len(files) == 1  # the retry resumed, it did not file a second copy
+    finally:
+        await runtime.stop()

@@ -1,0 +1,277 @@
+"""core.db.outputs against a real PostgreSQL: idempotent saves, Telegram ids, library filing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core.db import generations as gens
+from core.db import outputs as outs
+from core.db import people
+from core.db.pool import Database
+from core.models import ChatType, Generation, JobKind, LibraryStatus, Output
+from core.states import JobState
+
+USER = 1
+CHAT = -10
+OTHER_CHAT = -20
+SHA1 = "a" * 64
+SHA2 = "b" * 64
+TO_DELIVERING = [JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING, JobState.DELIVERING]
+
+
+@pytest.fixture
+async def world(db: Database) -> None:
+    await people.upsert_user(db.pool, USER, first_name="U")
+    await people.upsert_chat(db.pool, CHAT, ChatType.GROUP)
+    await people.upsert_chat(db.pool, OTHER_CHAT, ChatType.PRIVATE)
+
+
+async def _job(db: Database, *, chat: int = CHAT, **extra: Any) -> Generation:
+    return await gens.create_generation(
+        db.pool,
+        id=uuid.uuid4(),
+        requester_id=USER,
+        chat_id=chat,
+        kind=JobKind.IMAGE,
+        prompt_typed="p",
+        workflow="txt2img",
+        **extra,
+    )
+
+
+async def _deliver(db: Database, job_id: uuid.UUID, *, finish: bool = True) -> None:
+    for state in TO_DELIVERING:
+        await gens.transition(db.pool, job_id, state)
+    if finish:
+        await gens.record_delivery(db.pool, job_id, result_message_id=1)
+        await gens.transition(db.pool, job_id, JobState.DONE)
+
+
+async def _save(db: Database, job_id: uuid.UUID, position: int = 0, **extra: Any) -> Output:
+    fields: dict[str, Any] = {
+        "generation_id": job_id,
+        "position": position,
+        "kind": JobKind.IMAGE,
+        "file_path": f"outputs/{job_id}/{position}.png",
+        "mime": "image/png",
+        "size_bytes": 1000,
+        "sha256": SHA1,
+    }
+    fields.update(extra)
+    return await outs.save_output(db.pool, **fields)
+
+
+@pytest.mark.usefixtures("world")
+async def test_save_list_get_and_idempotent_redo(db: Database) -> None:
+    job = await _job(db)
+    first = await _save(db, job.id, 0)
+    assert (first.generation_id, first.position, first.kind) == (job.id, 0, JobKind.IMAGE)
+    assert (first.mime, first.size_bytes, first.sha256) == ("image/png", 1000, SHA1)
+    assert first.delivery_path is None and first.thumbnail_path is None
+    assert first.width is None and first.duration_s is None
+    assert first.library_status is LibraryStatus.PENDING
+    assert first.library_attempts == 0 and first.library_next_at is None
+    assert first.telegram_file_id is None and first.telegram_message_id is None
+    assert await outs.get_output(db.pool, first.id) == first
+    assert await outs.get_output(db.pool, uuid.uuid4()) is None
+
+    video = await _save(
+        db,
+        job.id,
+        1,
+        kind=JobKind.VIDEO,
+        file_path="v.mp4",
+        mime="video/mp4",
+        size_bytes=5_000_000,
+        sha256=SHA2,
+        delivery_path="v.tg.mp4",
+        thumbnail_path="v.jpg",
+        width=832,
+        height=480,
+        duration_s=3.5,
+        comfy_node="42",
+        comfy_filename="wan_00001.mp4",
+    )
+    assert (video.delivery_path, video.thumbnail_path) == ("v.tg.mp4", "v.jpg")
+    assert (video.width, video.height, video.duration_s) == (832, 480, 3.5)
+    assert (video.comfy_node, video.comfy_filename) == ("42", "wan_00001.mp4")
+    assert [o.position for o in await outs.list_outputs(db.pool, job.id)] == [0, 1]
+
+    # Redo after a restart: the same position is replaced, not duplicated.
+    await outs.record_telegram(db.pool, first.id, file_id="AgAD", message_id=5)
+    redo = await _save(
+        db,
+        job.id,
+        0,
+        file_path="redo.png",
+        size_bytes=2000,
+        sha256=SHA2,
+        width=512,
+        height=512,
+        delivery_path="redo.jpg",
+    )
+    assert redo.id == first.id
+    assert (redo.file_path, redo.size_bytes, redo.sha256) == ("redo.png", 2000, SHA2)
+    assert (redo.width, redo.height, redo.delivery_path) == (512, 512, "redo.jpg")
+    assert redo.created_at == first.created_at
+    again = await _save(
+        db,
+        job.id,
+        0,
+        file_path="redo.png",
+        size_bytes=2000,
+        sha256=SHA2,
+        width=512,
+        height=512,
+        delivery_path="redo.jpg",
+    )
+    assert again == redo
+    listed = await outs.list_outputs(db.pool, job.id)
+    assert len(listed) == 2 and listed[0] == redo
+    assert await outs.list_outputs(db.pool, uuid.uuid4()) == []
+
+
+@pytest.mark.usefixtures("world")
+async def test_library_off_and_checks(db: Database) -> None:
+    job = await _job(db)
+    off = await _save(db, job.id, 0, library_enabled=False)
+    assert off.library_status is LibraryStatus.OFF
+    with pytest.raises(asyncpg.CheckViolationError):
+        await _save(db, job.id, 1, sha256="XYZ")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await _save(db, job.id, 1, size_bytes=-1)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await _save(db, job.id, -1)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await _save(db, uuid.uuid4(), 0)
+    assert len(await outs.list_outputs(db.pool, job.id)) == 1
+
+
+@pytest.mark.usefixtures("world")
+async def test_record_telegram_and_find_by_message(db: Database) -> None:
+    job = await _job(db)
+    elsewhere = await _job(db, chat=OTHER_CHAT)
+    a = await _save(db, job.id, 0)
+    b = await _save(db, job.id, 1)
+    c = await _save(db, elsewhere.id, 0)
+    # An album: both photos carry their own message id; the file id comes from Telegram.
+    await outs.record_telegram(db.pool, a.id, file_id="file-a", message_id=100)
+    await outs.record_telegram(db.pool, b.id, file_id="file-b", message_id=101)
+    await outs.record_telegram(db.pool, c.id, file_id="file-c", message_id=100)
+    stored_a = await outs.get_output(db.pool, a.id)
+    assert stored_a is not None
+    assert (stored_a.telegram_file_id, stored_a.telegram_message_id) == ("file-a", 100)
+    # Re-sent without a new file id: the message id changes, the file id is kept.
+    await outs.record_telegram(db.pool, a.id, file_id=None, message_id=200)
+    stored_a = await outs.get_output(db.pool, a.id)
+    assert stored_a is not None
+    assert (stored_a.telegram_file_id, stored_a.telegram_message_id) == ("file-a", 200)
+
+    found = await outs.find_by_telegram_message(db.pool, CHAT, 101)
+    assert found is not None and found.id == b.id
+    found = await outs.find_by_telegram_message(db.pool, OTHER_CHAT, 100)
+    assert found is not None and found.id == c.id  # scoped to the chat
+    assert await outs.find_by_telegram_message(db.pool, CHAT, 100) is None  # moved to 200
+    found = await outs.find_by_telegram_message(db.pool, CHAT, 200)
+    assert found is not None and found.id == a.id
+    # Two outputs on one message (a media group caption): the first position wins.
+    await outs.record_telegram(db.pool, b.id, file_id=None, message_id=200)
+    found = await outs.find_by_telegram_message(db.pool, CHAT, 200)
+    assert found is not None and found.id == a.id
+
+
+@pytest.mark.usefixtures("world")
+async def test_record_library_and_due_for_library(db: Database) -> None:
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    done = await _job(db)
+    a = await _save(db, done.id, 0)
+    b = await _save(db, done.id, 1)
+    off = await _save(db, done.id, 2, library_enabled=False)
+    delivering = await _job(db)
+    pending_job_output = await _save(db, delivering.id, 0)
+    queued = await _job(db)
+    await _save(db, queued.id, 0)
+
+    # Nothing is due before its job is done.
+    assert await outs.due_for_library(db.pool, now) == []
+    await _deliver(db, delivering.id, finish=False)
+    assert await outs.due_for_library(db.pool, now) == []
+    await _deliver(db, done.id)
+    assert [o.id for o in await outs.due_for_library(db.pool, now)] == [a.id, b.id]
+    assert [o.id for o in await outs.due_for_library(db.pool, now, limit=1)] == [a.id]
+
+    # Filed (copied into the library folder) but not yet linked: still due, at the next time.
+    filed = await outs.record_library(
+        db.pool,
+        a.id,
+        status=LibraryStatus.FILED,
+        library_path="/lib/Hana/0001.png",
+        next_attempt_at=now + timedelta(minutes=5),
+    )
+    assert filed is not None
+    assert filed.library_status is LibraryStatus.FILED
+    assert filed.library_path == "/lib/Hana/0001.png"
+    assert filed.library_attempts == 1
+    assert filed.library_next_at == now + timedelta(minutes=5)
+    assert [o.id for o in await outs.due_for_library(db.pool, now)] == [b.id]
+    later = now + timedelta(minutes=5)
+    assert [o.id for o in await outs.due_for_library(db.pool, later)] == [a.id, b.id]
+
+    linked = await outs.record_library(
+        db.pool,
+        a.id,
+        status=LibraryStatus.LINKED,
+        item_id="jf-1",
+        link="https://jf/web/#/details?id=jf-1",
+    )
+    assert linked is not None
+    assert linked.library_status is LibraryStatus.LINKED
+    assert linked.library_path == "/lib/Hana/0001.png"  # kept
+    assert (linked.jellyfin_item_id, linked.jellyfin_link) == (
+        "jf-1",
+        "https://jf/web/#/details?id=jf-1",
+    )
+    assert linked.library_attempts == 2
+    assert linked.library_next_at is None
+    failed = await outs.record_library(db.pool, b.id, status=LibraryStatus.FAILED)
+    assert failed is not None and failed.library_status is LibraryStatus.FAILED
+    assert await outs.due_for_library(db.pool, later) == []
+    assert await outs.record_library(db.pool, uuid.uuid4(), status=LibraryStatus.LINKED) is None
+
+    await gens.record_delivery(db.pool, delivering.id, result_message_id=2)
+    await gens.transition(db.pool, delivering.id, JobState.DONE)
+    assert [o.id for o in await outs.due_for_library(db.pool, later)] == [pending_job_output.id]
+    stored_off = await outs.get_output(db.pool, off.id)
+    assert stored_off is not None and stored_off.library_status is LibraryStatus.OFF
+
+
+@pytest.mark.usefixtures("world")
+async def test_recent_images_of_character(db: Database) -> None:
+    hana, mio = uuid.uuid4(), uuid.uuid4()
+    old = await _job(db, character_ids=[hana])
+    new = await _job(db, character_ids=[hana, mio])
+    vid = await _job(db, character_ids=[hana])
+    unfinished = await _job(db, character_ids=[hana])
+    old_out = await _save(db, old.id, 0)
+    new_out0 = await _save(db, new.id, 0)
+    new_out1 = await _save(db, new.id, 1)
+    await _save(db, vid.id, 0, kind=JobKind.VIDEO, mime="video/mp4")
+    await _save(db, unfinished.id, 0)
+    for job in (old, new, vid):
+        await _deliver(db, job.id)
+
+    recent = await outs.recent_images_of_character(db.pool, hana)
+    assert [o.id for o in recent] == [new_out1.id, new_out0.id, old_out.id]
+    assert [o.id for o in await outs.recent_images_of_character(db.pool, hana, limit=1)] == [
+        new_out1.id
+    ]
+    assert {o.id for o in await outs.recent_images_of_character(db.pool, mio)} == {
+        new_out0.id,
+        new_out1.id,
+    }
+    assert await outs.recent_images_of_character(db.pool, uuid.uuid4()) == []
