@@ -43,8 +43,8 @@ log = get_logger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
 ReplyMarkup = InlineKeyboardMarkup | ForceReply
 
-RATE_PER_SECOND = 1.0  # sustained updates per user
-RATE_BURST = 12  # a short burst tolerated on top
+RATE_PER_SECOND = 1.0  # sustained commands and button presses per user
+RATE_BURST = 20  # a burst tolerated on top (a dialog's plain answers are not counted)
 _WHO_KEY = "_animebot_who"
 
 
@@ -307,7 +307,8 @@ def _is_command(message: Message) -> bool:
 
 
 async def gate(update: Update, context: Context) -> None:
-    """Before every handler: ignore other bots' commands, rate-limit, check access."""
+    """Before every handler: ignore other bots' commands, rate-limit commands and button
+    presses per user, check access (ALLOWED_CHAT_IDS, bans)."""
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None or user.is_bot:
         raise ApplicationHandlerStop
@@ -316,9 +317,10 @@ async def gate(update: Update, context: Context) -> None:
         target = command_target(message)
         if target is not None and target.lower() != (context.bot.username or "").lower():
             raise ApplicationHandlerStop  # `/cmd@OtherBot`
-    limiter: RateLimiter = context.bot_data["rate_limiter"]
-    verdict = limiter.hit(user.id, time.monotonic())
     lang = language_of(update)
+    counted = update.callback_query is not None or (message is not None and _is_command(message))
+    limiter: RateLimiter = context.bot_data["rate_limiter"]
+    verdict = limiter.hit(user.id, time.monotonic()) if counted else Verdict(True, False)
     if not verdict.allowed:
         log.info("rate limited", user_id=user.id, chat_id=chat.id, warned=verdict.warn)
         if update.callback_query is not None:

@@ -205,6 +205,7 @@ class EditScheduler:
         is_group: bool | None = None,
     ) -> None:
         """The message exists and shows `content` (it was just sent, unless `just_sent=False`)."""
+        self._finished.pop((chat_id, message_id), None)
         msg = self._message(chat_id, message_id, is_group)
         msg.shown = content.without_preview()
         msg.preview_key = content.preview_key

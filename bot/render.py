@@ -111,15 +111,17 @@ def trim_text(text: str, limit: int) -> str:
     budget = limit - utf16_len(ELLIPSIS)
     kept: list[str] = []
     used = 0
+    at_boundary = False
     for cluster in clusters(text):
         size = utf16_len(cluster)
         if used + size > budget:
+            at_boundary = cluster.isspace()
             break
         kept.append(cluster)
         used += size
     cut = "".join(kept)
     space = max(cut.rfind(" "), cut.rfind("\n"))
-    if space >= len(cut) * 3 // 4 and space > 0:
+    if not at_boundary and space > 0 and space >= len(cut) * 3 // 4:
         cut = cut[:space]
     cut = cut.rstrip(" \n\t,;:-–—")
     return cut + ELLIPSIS if cut else ""
@@ -138,12 +140,14 @@ def isolate(text: str) -> str:
 
 def format_eta(seconds: float, lang: str) -> str:
     """~5 s, ~3 min, ~1 h 5 min (rounded up: a promise rather kept early)."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return t_plain("scenes.eta_seconds", lang, n=max(1, math.ceil(seconds / 5) * 5))
+    seconds = max(0.0, seconds) if math.isfinite(seconds) else 0.0
+    if seconds <= 55:
+        return t_plain("scenes.eta_seconds", lang, n=max(5, math.ceil(seconds / 5) * 5))
     minutes = math.ceil(seconds / 60)
     if minutes < 60:
         return t_plain("scenes.eta_minutes", lang, n=minutes)
+    if minutes % 60 == 0:
+        return t_plain("scenes.eta_hours_even", lang, h=minutes // 60)
     return t_plain("scenes.eta_hours", lang, h=minutes // 60, m=minutes % 60)
 
 
@@ -386,8 +390,9 @@ def caption(info: CaptionInfo, lang: str, limit: int = CAPTION_LIMIT) -> str:
     if visible_len(text) <= limit:
         return text
     without_scene = "\n".join(_caption_lines(info, "", names, lang))
-    # The scene line adds its own text, a newline, and two isolate marks at most.
-    budget = limit - visible_len(without_scene) - 1 - 2
+    # The scene line adds its own text, a newline, and the isolate marks of RTL text.
+    marks = 2 if _RTL.search(scene) else 0
+    budget = limit - visible_len(without_scene) - 1 - marks
     scene = trim_text(scene, max(0, budget))
     text = "\n".join(_caption_lines(info, scene, names, lang))
     while visible_len(text) > limit and scene:  # defensive: formatting around the scene

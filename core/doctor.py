@@ -38,11 +38,14 @@ async def run_checks(settings: Settings) -> list[ComponentHealth]:
     results.extend(await comfy_checks(settings))
     results.append(await guarded("jellyfin", lambda: jellyfin_check(settings)))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token \
-            else None
-        results.append(await guarded(
-            "telegram", lambda: check_telegram(session, settings.telegram_api_base_url, token)
-        ))
+        token = (
+            settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+        )
+        results.append(
+            await guarded(
+                "telegram", lambda: check_telegram(session, settings.telegram_api_base_url, token)
+            )
+        )
     results.append(await guarded("ffmpeg", ffmpeg_check))
     results.extend(music_checks(settings))
     return results
@@ -88,8 +91,11 @@ async def _backend(
     infos[client.base_url] = None
     stats = await client.system_stats()
     system = stats.get("system", {}) if isinstance(stats, dict) else {}
-    version = system.get("comfyui_version", "unknown version") if isinstance(system, dict) \
+    version = (
+        system.get("comfyui_version", "unknown version")
+        if isinstance(system, dict)
         else "unknown version"
+    )
     infos[client.base_url] = await client.object_info()
     return ok(name, f"ComfyUI {version}")
 
@@ -105,8 +111,9 @@ def workflow_lines(
         if not reachable:
             lines.append(failed(name, "no ComfyUI backend reachable to check its nodes"))
             continue
-        problems = {url: check_against_object_info(workflow, info)
-                    for url, info in reachable.items()}
+        problems = {
+            url: check_against_object_info(workflow, info) for url, info in reachable.items()
+        }
         good = [url for url, found in problems.items() if not found]
         bad = {url: found for url, found in problems.items() if found}
         detail = "; ".join(f"not on {url}: {', '.join(found[:3])}" for url, found in bad.items())
@@ -127,7 +134,8 @@ async def jellyfin_check(settings: Settings) -> ComponentHealth:
     if not library_dir.is_dir() or not os.access(library_dir, os.W_OK):
         return failed("jellyfin", f"library folder {library_dir} is missing or not writable")
     async with JellyfinClient(
-        settings.jellyfin_url, settings.jellyfin_api_key.get_secret_value(),
+        settings.jellyfin_url,
+        settings.jellyfin_api_key.get_secret_value(),
         public_url=settings.jellyfin_public_url,
     ) as client:
         info = await client.public_info()
@@ -136,8 +144,10 @@ async def jellyfin_check(settings: Settings) -> ComponentHealth:
         folder = await client.ensure_library(
             settings.jellyfin_library_name, seen_as, create=settings.jellyfin_create_library
         )
-    return ok("jellyfin", f"Jellyfin {info.version}, API key accepted, library "
-              f"{folder.name!r} sees {seen_as}")
+    return ok(
+        "jellyfin",
+        f"Jellyfin {info.version}, API key accepted, library {folder.name!r} sees {seen_as}",
+    )
 
 
 async def ffmpeg_check() -> ComponentHealth:
@@ -156,8 +166,12 @@ def music_checks(settings: Settings) -> list[ComponentHealth]:
         count = len(LocalMusicLibrary(settings.music_dir).list_tracks())
         lines.append(ok("music folder", f"{count} audio files in {settings.music_dir}"))
     if settings.itunes_enabled:
-        lines.append(ok("itunes previews", f"enabled ({settings.itunes_base_url}); opt-in, "
-                        "credited in captions"))
+        lines.append(
+            ok(
+                "itunes previews",
+                f"enabled ({settings.itunes_base_url}); opt-in, credited in captions",
+            )
+        )
     else:
         lines.append(not_configured("itunes previews", "ITUNES_ENABLED is off"))
     return lines

@@ -12,4 +12,3 @@ def queue_eta(position: int, avg_job_s: float, capacity: int) -> float:
     slots = max(1, capacity)
     rounds = (position - 1) // slots + 1
     return rounds * avg_job_s
-

@@ -118,7 +118,9 @@ class EventBus:
         finally:
             self._subs.discard(sub)
 
-    async def bridge(self, pool: asyncpg.Pool, listen_conn: asyncpg.Connection, origin: int) -> None:
+    async def bridge(
+        self, pool: asyncpg.Pool, listen_conn: asyncpg.Connection, origin: int
+    ) -> None:
         """Start sending events to, and receiving them from, other processes."""
         self._pool = pool
         self.origin = origin

@@ -85,8 +85,9 @@ class Runtime:
         except BaseException:
             await stack.aclose()
             raise
-        runtime = cls(settings, role, database, events, registry, service, worker_key,
-                      liveness, stack)
+        runtime = cls(
+            settings, role, database, events, registry, service, worker_key, liveness, stack
+        )
         log.info("runtime started", role=role, worker=worker_key, workflows=registry.names())
         return runtime
 

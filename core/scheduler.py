@@ -27,9 +27,7 @@ TASK_LOCK_CLASS = 4244
 TEMP_MAX_AGE_S = 24 * 3600
 
 
-async def run_exclusive(
-    db: asyncpg.Pool, key: int, task: Callable[[], Awaitable[object]]
-) -> bool:
+async def run_exclusive(db: asyncpg.Pool, key: int, task: Callable[[], Awaitable[object]]) -> bool:
     """Run `task` unless another process holds its lock; True when it ran."""
     async with db.acquire() as conn:
         got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", TASK_LOCK_CLASS, key)
@@ -69,14 +67,43 @@ class Maintenance:
 
     def start(self) -> None:
         add = self.scheduler.add_job
-        add(self._tick, "interval", seconds=60, args=[1, self.library], id="library",
-            max_instances=1, coalesce=True)
-        add(self._tick, "interval", seconds=300, args=[2, self.quotas], id="quotas",
-            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-        add(self._tick, "interval", seconds=120, args=[3, self.workers], id="workers",
-            max_instances=1, coalesce=True)
-        add(self._tick, "interval", seconds=3600, args=[4, self.temp_files], id="temp",
-            max_instances=1, coalesce=True)
+        add(
+            self._tick,
+            "interval",
+            seconds=60,
+            args=[1, self.library],
+            id="library",
+            max_instances=1,
+            coalesce=True,
+        )
+        add(
+            self._tick,
+            "interval",
+            seconds=300,
+            args=[2, self.quotas],
+            id="quotas",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        add(
+            self._tick,
+            "interval",
+            seconds=120,
+            args=[3, self.workers],
+            id="workers",
+            max_instances=1,
+            coalesce=True,
+        )
+        add(
+            self._tick,
+            "interval",
+            seconds=3600,
+            args=[4, self.temp_files],
+            id="temp",
+            max_instances=1,
+            coalesce=True,
+        )
         self.scheduler.start()
 
     def stop(self) -> None:

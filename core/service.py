@@ -27,8 +27,8 @@ from core.db.tx import transaction
 from core.errors import InvalidInput, LimitReached, NotFound
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import EventBus
-from core.logs import get_logger
 from core.jobs.postprocess import sha256_of
+from core.logs import get_logger
 from core.media.images import normalize_reference
 from core.models import (
     Character,
@@ -42,8 +42,8 @@ from core.models import (
     User,
 )
 from core.settings import Settings
-from core.workflows.patch import even_scaled_size
 from core.states import CANCELLABLE, JobState
+from core.workflows.patch import even_scaled_size
 
 log = get_logger(__name__)
 
@@ -144,20 +144,29 @@ class StudioService:
     async def seen(self, actor: Actor) -> tuple[User, Chat]:
         """Record the user and chat of an update; raises AccessDenied when not allowed."""
         if not self.policy.chat_allowed(actor.chat_id):
-            raise AccessDenied(f"chat {actor.chat_id} not in ALLOWED_CHAT_IDS",
-                               user_message="This bot is not enabled in this chat.")
+            raise AccessDenied(
+                f"chat {actor.chat_id} not in ALLOWED_CHAT_IDS",
+                user_message="This bot is not enabled in this chat.",
+            )
         async with transaction(self.db) as conn:
             user = await people.upsert_user(
-                conn, actor.user_id, first_name=actor.first_name, username=actor.username,
+                conn,
+                actor.user_id,
+                first_name=actor.first_name,
+                username=actor.username,
                 language_code=actor.language_code,
             )
             chat = await people.upsert_chat(
-                conn, actor.chat_id, actor.chat_type, title=actor.chat_title,
+                conn,
+                actor.chat_id,
+                actor.chat_type,
+                title=actor.chat_title,
                 is_forum=actor.is_forum,
             )
         if not self.policy.user_allowed(user.id, user.role):
-            raise AccessDenied(f"user {user.id} is banned",
-                               user_message="You are not allowed to use this bot.")
+            raise AccessDenied(
+                f"user {user.id} is banned", user_message="You are not allowed to use this bot."
+            )
         return user, chat
 
     def is_admin(self, user: User) -> bool:
@@ -206,10 +215,16 @@ class StudioService:
         character_id = uuid.uuid4()
         async with transaction(self.db) as conn:
             character = await char_db.create_character(
-                conn, owner_id=owner, chat_id=actor.chat_id, name=name, appearance=appearance,
-                personality=personality, style=draft.style,
-                negative_prompt=clean_text(draft.negative_prompt, limit=1000, field="negative",
-                                           minimum=0),
+                conn,
+                owner_id=owner,
+                chat_id=actor.chat_id,
+                name=name,
+                appearance=appearance,
+                personality=personality,
+                style=draft.style,
+                negative_prompt=clean_text(
+                    draft.negative_prompt, limit=1000, field="negative", minimum=0
+                ),
                 base_seed=derive_base_seed(character_id),
             )
             if draft.reference is not None:
@@ -223,8 +238,12 @@ class StudioService:
         stored = await normalize_reference(image, dest)
         digest = await asyncio.to_thread(sha256_of, stored.path)
         await char_db.add_reference(
-            conn, character_id, file_path=str(stored.path), sha256=digest,
-            width=stored.width, height=stored.height,
+            conn,
+            character_id,
+            file_path=str(stored.path),
+            sha256=digest,
+            width=stored.width,
+            height=stored.height,
         )
 
     async def check_reference(self, image: Path | bytes) -> None:
@@ -239,8 +258,10 @@ class StudioService:
     async def get_character(self, actor: Actor, character_id: UUID) -> Character:
         character = await char_db.get_character(self.db, character_id)
         if character is None or character.owner_id != actor.user_id:
-            raise NotFound(f"character {character_id} not found for {actor.user_id}",
-                           user_message="That character does not exist (any more).")
+            raise NotFound(
+                f"character {character_id} not found for {actor.user_id}",
+                user_message="That character does not exist (any more).",
+            )
         return character
 
     async def list_characters(
@@ -259,13 +280,20 @@ class StudioService:
         self, actor: Actor, character_id: UUID, field: str, value: str
     ) -> Character:
         await self.get_character(actor, character_id)
-        limits = {"appearance": APPEARANCE_MAX, "personality": PERSONALITY_MAX,
-                  "negative_prompt": 1000}
+        limits = {
+            "appearance": APPEARANCE_MAX,
+            "personality": PERSONALITY_MAX,
+            "negative_prompt": 1000,
+        }
         if field == "name":
             cleaned = await self.check_new_name(actor.user_id, value)
         elif field in limits:
-            cleaned = clean_text(value, limit=limits[field], field=field.replace("_", " "),
-                                 minimum=0 if field != "appearance" else 1)
+            cleaned = clean_text(
+                value,
+                limit=limits[field],
+                field=field.replace("_", " "),
+                minimum=0 if field != "appearance" else 1,
+            )
         elif field == "style":
             if value not in director.STYLE_PRESETS:
                 raise InvalidInput("unknown style", user_message="Unknown style preset.")
@@ -310,15 +338,22 @@ class StudioService:
             chat_aspect_ratio=chat.aspect_ratio,
             video_seconds=chat.video_seconds,
         )
-        workflow = self.settings.image_workflow if kind is JobKind.IMAGE else self.settings.video_workflow
+        workflow = (
+            self.settings.image_workflow if kind is JobKind.IMAGE else self.settings.video_workflow
+        )
         if kind is JobKind.IMAGE and characters:
             refs = await self.references(characters[0].id)
             if refs and self.settings.reference_workflow:
                 workflow = self.settings.reference_workflow
                 plan.params["reference_image"] = str(refs[0])
         return await self._enqueue(
-            actor, kind=kind, operation=Operation.GENERATE, prompt_typed=request.scene_text or text,
-            workflow=workflow, plan=plan, character_ids=[c.id for c in characters],
+            actor,
+            kind=kind,
+            operation=Operation.GENERATE,
+            prompt_typed=request.scene_text or text,
+            workflow=workflow,
+            plan=plan,
+            character_ids=[c.id for c in characters],
             request_message_id=request_message_id,
         )
 
@@ -348,15 +383,25 @@ class StudioService:
             used = await people.take_quota(conn, actor.user_id, today, self.settings.daily_quota)
             if used is None:
                 raise LimitReached(
-                    "daily quota used", user_message="You have used today's quota. "
-                    "It resets at midnight (UTC).",
+                    "daily quota used",
+                    user_message="You have used today's quota. It resets at midnight (UTC).",
                 )
             job = await gen_db.create_generation(
-                conn, id=job_id, requester_id=actor.user_id, chat_id=actor.chat_id,
-                thread_id=actor.thread_id, request_message_id=request_message_id, kind=kind,
-                operation=operation, parent_id=parent_id, prompt_typed=prompt_typed[:4000],
-                prompt_positive=plan.positive, prompt_negative=plan.negative,
-                character_ids=character_ids, workflow=workflow, params=plan.params,
+                conn,
+                id=job_id,
+                requester_id=actor.user_id,
+                chat_id=actor.chat_id,
+                thread_id=actor.thread_id,
+                request_message_id=request_message_id,
+                kind=kind,
+                operation=operation,
+                parent_id=parent_id,
+                prompt_typed=prompt_typed[:4000],
+                prompt_positive=plan.positive,
+                prompt_negative=plan.negative,
+                character_ids=character_ids,
+                workflow=workflow,
+                params=plan.params,
                 seed=plan.seed,
             )
         log.info("job queued", job_id=str(job.id), kind=kind.value, workflow=workflow)
@@ -369,8 +414,14 @@ class StudioService:
             raise NotFound("job of another chat", user_message="That result is not from this chat.")
         return parent
 
-    async def reroll(self, actor: Actor, job_id: UUID, *, variation: bool = False,
-                     request_message_id: int | None = None) -> JobTicket:
+    async def reroll(
+        self,
+        actor: Actor,
+        job_id: UUID,
+        *,
+        variation: bool = False,
+        request_message_id: int | None = None,
+    ) -> JobTicket:
         """Same scene with a new seed; a variation re-imagines the delivered image itself
         (image-to-image from it, so the composition stays close)."""
         parent = await self._parent(actor, job_id)
@@ -385,10 +436,14 @@ class StudioService:
             params["denoise"] = VARIATION_DENOISE
         plan = director.GenerationPlan(parent.prompt_positive, parent.prompt_negative, seed, params)
         return await self._enqueue(
-            actor, kind=parent.kind,
+            actor,
+            kind=parent.kind,
             operation=Operation.VARIATION if variation else Operation.REROLL,
-            prompt_typed=parent.prompt_typed, workflow=workflow, plan=plan,
-            character_ids=parent.character_ids, request_message_id=request_message_id,
+            prompt_typed=parent.prompt_typed,
+            workflow=workflow,
+            plan=plan,
+            character_ids=parent.character_ids,
+            request_message_id=request_message_id,
             parent_id=parent.id,
         )
 
@@ -398,35 +453,46 @@ class StudioService:
             raise InvalidInput("no output", user_message=f"That result has no {kind.value} to use.")
         return outputs[0]
 
-    async def upscale(self, actor: Actor, job_id: UUID, *,
-                      request_message_id: int | None = None) -> JobTicket:
+    async def upscale(
+        self, actor: Actor, job_id: UUID, *, request_message_id: int | None = None
+    ) -> JobTicket:
         parent = await self._parent(actor, job_id)
         output = await self._first_output(parent, JobKind.IMAGE)
         if not (output.width and output.height):
             raise InvalidInput("output without size", user_message="That image cannot be upscaled.")
         width, height = even_scaled_size(output.width, output.height, UPSCALE_FACTOR)
         plan = director.GenerationPlan(
-            parent.prompt_positive, parent.prompt_negative, parent.seed,
+            parent.prompt_positive,
+            parent.prompt_negative,
+            parent.seed,
             {"input_image": output.file_path, "width": width, "height": height},
         )
         return await self._enqueue(
-            actor, kind=JobKind.IMAGE, operation=Operation.UPSCALE,
-            prompt_typed=parent.prompt_typed, workflow=self.settings.upscale_workflow, plan=plan,
-            character_ids=parent.character_ids, request_message_id=request_message_id,
+            actor,
+            kind=JobKind.IMAGE,
+            operation=Operation.UPSCALE,
+            prompt_typed=parent.prompt_typed,
+            workflow=self.settings.upscale_workflow,
+            plan=plan,
+            character_ids=parent.character_ids,
+            request_message_id=request_message_id,
             parent_id=parent.id,
         )
 
-    async def animate(self, actor: Actor, job_id: UUID, *, text: str = "",
-                      request_message_id: int | None = None) -> JobTicket:
+    async def animate(
+        self, actor: Actor, job_id: UUID, *, text: str = "", request_message_id: int | None = None
+    ) -> JobTicket:
         parent = await self._parent(actor, job_id)
         output = await self._first_output(parent, JobKind.IMAGE)
         chat = await self.chat_settings(actor.chat_id)
         request = director.parse_scene_request(text or parent.prompt_typed, kind="video")
         characters = await char_db.get_characters(self.db, parent.character_ids)
         plan = director.plan_generation(
-            request=request, kind="video",
+            request=request,
+            kind="video",
             characters=[director.spec_from(c) for c in characters],
-            chat_preset=chat.style_preset, chat_aspect_ratio=chat.aspect_ratio,
+            chat_preset=chat.style_preset,
+            chat_aspect_ratio=chat.aspect_ratio,
             video_seconds=chat.video_seconds,
         )
         plan.params["input_image"] = output.file_path
@@ -435,10 +501,14 @@ class StudioService:
                 output.width, output.height
             )
         return await self._enqueue(
-            actor, kind=JobKind.VIDEO, operation=Operation.ANIMATE,
+            actor,
+            kind=JobKind.VIDEO,
+            operation=Operation.ANIMATE,
             prompt_typed=request.scene_text or parent.prompt_typed,
-            workflow=self.settings.animate_workflow, plan=plan,
-            character_ids=parent.character_ids, request_message_id=request_message_id,
+            workflow=self.settings.animate_workflow,
+            plan=plan,
+            character_ids=parent.character_ids,
+            request_message_id=request_message_id,
             parent_id=parent.id,
         )
 
@@ -447,12 +517,17 @@ class StudioService:
         if job.requester_id != actor.user_id:
             raise NotFound("not yours", user_message="This is not your request.")
         if job.status not in CANCELLABLE:
-            raise InvalidInput(f"cannot cancel in {job.status}",
-                               user_message=f"That job is already {job.status.value}.")
+            raise InvalidInput(
+                f"cannot cancel in {job.status}",
+                user_message=f"That job is already {job.status.value}.",
+            )
         if job.status is JobState.QUEUED:
             try:
                 job = await gen_db.transition(
-                    self.db, job.id, JobState.CANCELLED, expected=JobState.QUEUED,
+                    self.db,
+                    job.id,
+                    JobState.CANCELLED,
+                    expected=JobState.QUEUED,
                     detail={"by": actor.user_id},
                 )
                 await people.give_back_quota(self.db, actor.user_id, datetime.now(UTC).date())
@@ -466,8 +541,15 @@ class StudioService:
     def _publish_state(self, job: Generation) -> None:
         from core.events import JobEvent
 
-        self.events.publish(JobEvent(job_id=job.id, type="state", status=job.status.value,
-                                     chat_id=job.chat_id, message=job.error))
+        self.events.publish(
+            JobEvent(
+                job_id=job.id,
+                type="state",
+                status=job.status.value,
+                chat_id=job.chat_id,
+                message=job.error,
+            )
+        )
 
     async def set_progress_message(self, job_id: UUID, message_id: int) -> None:
         await gen_db.set_progress_message(self.db, job_id, message_id)
@@ -496,10 +578,12 @@ class StudioService:
             tickets.append(JobTicket(job, position, await self.eta_for(job.kind, position)))
         return tickets
 
-    async def history(self, actor: Actor, *, page: int = 0, per_page: int = 5
-                      ) -> list[Generation]:
+    async def history(self, actor: Actor, *, page: int = 0, per_page: int = 5) -> list[Generation]:
         return await gen_db.list_for_user(
-            self.db, actor.user_id, statuses=[JobState.DONE], limit=per_page,
+            self.db,
+            actor.user_id,
+            statuses=[JobState.DONE],
+            limit=per_page,
             offset=page * per_page,
         )
 

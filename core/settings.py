@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # `KEY=` (as in .env.example) means "not set": use the default, not "" or Path(".").
+        env_ignore_empty=True,
     )
 
     # Telegram

@@ -34,15 +34,18 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
     # A backend that is lost sends the job back to the queue (resubmitted with the same seed);
     # a fast job can finish before we saw it run.
     JobState.SUBMITTED: frozenset(
-        {JobState.RUNNING, JobState.POSTPROCESSING, JobState.QUEUED, JobState.FAILED,
-         JobState.CANCELLED}
+        {
+            JobState.RUNNING,
+            JobState.POSTPROCESSING,
+            JobState.QUEUED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+        }
     ),
     JobState.RUNNING: frozenset(
         {JobState.POSTPROCESSING, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}
     ),
-    JobState.POSTPROCESSING: frozenset(
-        {JobState.DELIVERING, JobState.FAILED, JobState.CANCELLED}
-    ),
+    JobState.POSTPROCESSING: frozenset({JobState.DELIVERING, JobState.FAILED, JobState.CANCELLED}),
     JobState.DELIVERING: frozenset({JobState.DONE, JobState.FAILED}),
     JobState.DONE: frozenset(),
     JobState.FAILED: frozenset(),

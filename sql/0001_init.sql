@@ -170,3 +170,11 @@ CREATE TABLE backends (
     missing_workflows text[] NOT NULL DEFAULT '{}',
     checked_at      timestamptz
 );
+
+-- Dispatch order of queued jobs, fair across requesters: every requester's n-th queued job
+-- (turn n) comes before anyone's (n+1)-th; within a turn, the oldest first.
+CREATE VIEW queue_order AS
+SELECT g.id, g.requester_id, g.workflow, g.created_at,
+       row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn
+FROM generations g
+WHERE g.status = 'queued' AND NOT g.cancel_requested;

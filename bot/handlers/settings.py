@@ -85,15 +85,25 @@ def submenu(chat: Chat, menu: str, owner: int, lang: str) -> tuple[str, InlineKe
     else:
         options = [(s, t_plain("settings.seconds_label", lang, seconds=s)) for s in SECONDS]
         current, per_row = str(chat.video_seconds), 5
-    field = "seconds" if menu == "seconds" else menu
     markup = kb.choice(
         options,
         current,
-        lambda value: SET.data(field, value, owner=owner),
+        lambda value: SET.data(menu, value, owner=owner),
         per_row=per_row,
         extra=back,
     )
     return t(f"settings.pick_{menu}", lang), markup
+
+
+def _changes(field: str, value: str) -> dict[str, Any]:
+    """The update_chat_settings arguments for a (validated) field and value."""
+    if field == "style":
+        return {"style_preset": value}
+    if field == "aspect":
+        return {"aspect_ratio": value}
+    if field == "seconds":
+        return {"video_seconds": int(value)}
+    return {"send_original": value == "1"}
 
 
 def _valid(field: str, value: str) -> bool:
@@ -160,12 +170,7 @@ async def set_value(update: Update, context: Context) -> None:
         return
     if not await _allowed(update, context, asker):
         return
-    changes: dict[str, Any] = {
-        "style": {"style_preset": value},
-        "aspect": {"aspect_ratio": value},
-        "seconds": {"video_seconds": int(value)},
-        "original": {"send_original": value == "1"},
-    }[field]
+    changes = _changes(field, value)
     try:
         chat = await service_of(context).update_chat_settings(asker.chat_id, **changes)
     except AnimeBotError as error:

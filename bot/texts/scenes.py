@@ -121,6 +121,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "scenes.eta_seconds": {"en": "~{n} s", "ru": "~{n} с"},
     "scenes.eta_minutes": {"en": "~{n} min", "ru": "~{n} мин"},
     "scenes.eta_hours": {"en": "~{h} h {m} min", "ru": "~{h} ч {m} мин"},
+    "scenes.eta_hours_even": {"en": "~{h} h", "ru": "~{h} ч"},
     "scenes.btn_cancel": {"en": "✖️ Cancel", "ru": "✖️ Отменить"},
     # -- result caption -------------------------------------------------------------------------
     "scenes.caption_scene": {"en": "<i>{scene}</i>", "ru": "<i>{scene}</i>"},

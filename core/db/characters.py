@@ -34,8 +34,17 @@ async def create_character(
 ) -> Character:
     try:
         row = await db.fetchrow(
-            _INSERT, owner_id, chat_id, name, appearance, personality, style, negative_prompt,
-            base_seed, lora_name, lora_strength,
+            _INSERT,
+            owner_id,
+            chat_id,
+            name,
+            appearance,
+            personality,
+            style,
+            negative_prompt,
+            base_seed,
+            lora_name,
+            lora_strength,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(
@@ -120,8 +129,16 @@ async def update_character(
 ) -> Character | None:
     try:
         row = await db.fetchrow(
-            _UPDATE, character_id, name, appearance, personality, style, negative_prompt,
-            set_lora, lora_name, lora_strength,
+            _UPDATE,
+            character_id,
+            name,
+            appearance,
+            personality,
+            style,
+            negative_prompt,
+            set_lora,
+            lora_name,
+            lora_strength,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(

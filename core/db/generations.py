@@ -14,7 +14,7 @@ from core.db.tx import transaction
 from core.db.types import Executor
 from core.errors import IllegalTransition, NotFound
 from core.models import Generation, GenerationEvent, JobKind, Operation
-from core.states import FINAL_STATES, JobState, check_transition, sources_of
+from core.states import CANCELLABLE, FINAL_STATES, JobState, check_transition, sources_of
 
 BACKEND_LOCK_CLASS = 4243
 _FINAL = [state.value for state in FINAL_STATES]
@@ -55,9 +55,22 @@ async def create_generation(
     """Insert a queued job and its first event, in one transaction."""
     async with transaction(db) as conn:
         row = await conn.fetchrow(
-            _INSERT, id, requester_id, chat_id, thread_id, request_message_id, kind.value,
-            operation.value, parent_id, prompt_typed, prompt_positive, prompt_negative,
-            character_ids or [], workflow, params or {}, seed,
+            _INSERT,
+            id,
+            requester_id,
+            chat_id,
+            thread_id,
+            request_message_id,
+            kind.value,
+            operation.value,
+            parent_id,
+            prompt_typed,
+            prompt_positive,
+            prompt_negative,
+            character_ids or [],
+            workflow,
+            params or {},
+            seed,
         )
         await conn.execute(_EVENT, id, None, JobState.QUEUED.value, {})
         await conn.execute("SELECT pg_notify('animebot_queue', $1)", str(id))
@@ -121,9 +134,7 @@ async def transition(
             current = await conn.fetchval("SELECT status FROM generations WHERE id = $1", job_id)
             if current is None:
                 raise NotFound(f"job {job_id} not found", user_message="That job does not exist.")
-            raise IllegalTransition(
-                f"job {job_id}: illegal transition {current} -> {target.value}"
-            )
+            raise IllegalTransition(f"job {job_id}: illegal transition {current} -> {target.value}")
         info = dict(detail or {})
         if error is not None:
             info["error"] = error
@@ -166,7 +177,12 @@ async def set_progress_message(db: Executor, job_id: UUID, message_id: int) -> N
 
 
 async def set_prompts(
-    db: Executor, job_id: UUID, *, positive: str, negative: str, seed: int | None,
+    db: Executor,
+    job_id: UUID,
+    *,
+    positive: str,
+    negative: str,
+    seed: int | None,
     params: dict[str, Any],
 ) -> None:
     await db.execute(
@@ -200,24 +216,17 @@ async def record_delivery(
 async def request_cancel(db: Executor, job_id: UUID) -> Generation | None:
     row = await db.fetchrow(
         "UPDATE generations SET cancel_requested = true, updated_at = now()"
-        " WHERE id = $1 AND status <> ALL($2::text[]) RETURNING *",
+        " WHERE id = $1 AND status = ANY($2::text[]) RETURNING *",
         job_id,
-        _FINAL,
+        [state.value for state in CANCELLABLE],
     )
     if row is not None:
         await db.execute("SELECT pg_notify('animebot_cancel', $1)", str(job_id))
     return None if row is None else Generation.from_record(row)
 
 
-# Fair share: every requester's n-th queued job comes before anyone's (n+1)-th.
-_FAIR_ORDER = """
-SELECT g.*, row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn
-FROM generations g
-WHERE g.status = 'queued' AND NOT g.cancel_requested
-"""
-
-_NEXT_QUEUED = f"""
-SELECT * FROM ({_FAIR_ORDER}) q
+_NEXT_QUEUED = """
+SELECT g.* FROM queue_order q JOIN generations g ON g.id = q.id
 WHERE q.workflow <> ALL($2::text[])
 ORDER BY q.turn, q.created_at, q.id
 LIMIT $1
@@ -227,13 +236,13 @@ LIMIT $1
 async def next_queued(
     db: Executor, limit: int, *, exclude_workflows: list[str] | None = None
 ) -> list[Generation]:
+    """The next queued jobs in fair order (see the `queue_order` view)."""
     rows = await db.fetch(_NEXT_QUEUED, limit, exclude_workflows or [])
-    return [_without(row, "turn") for row in rows]
+    return [Generation.from_record(row) for row in rows]
 
 
-_POSITIONS = f"""
-SELECT id, row_number() OVER (ORDER BY turn, created_at, id) AS position
-FROM ({_FAIR_ORDER}) q
+_POSITIONS = """
+SELECT id, row_number() OVER (ORDER BY turn, created_at, id) AS position FROM queue_order
 """
 
 
@@ -245,7 +254,9 @@ async def queue_positions(db: Executor) -> dict[UUID, int]:
 
 async def queue_position(db: Executor, job_id: UUID) -> int | None:
     position: int | None = await db.fetchval(
-        f"SELECT position FROM ({_POSITIONS}) p WHERE id = $1", job_id
+        "SELECT position FROM (SELECT id, row_number() OVER (ORDER BY turn, created_at, id)"
+        " AS position FROM queue_order) p WHERE id = $1",
+        job_id,
     )
     return position
 
@@ -276,7 +287,10 @@ async def claim(
         if row is None:
             return None
         await conn.execute(
-            _EVENT, job_id, JobState.QUEUED.value, JobState.SUBMITTED.value,
+            _EVENT,
+            job_id,
+            JobState.QUEUED.value,
+            JobState.SUBMITTED.value,
             {"backend": backend, "attempt": row["attempts"]},
         )
     return Generation.from_record(row)  # type: ignore[no-any-return]
@@ -295,7 +309,7 @@ async def adopt(db: Executor, job_id: UUID, *, owner: int, previous: int | None)
     status: str = await db.execute(
         "UPDATE generations SET lease_owner = $2, updated_at = now()"
         " WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $3"
-        " AND status <> ALL($4::text[])",
+        " AND status <> ALL($4::text[]) AND status <> 'queued'",
         job_id,
         owner,
         previous,
@@ -315,8 +329,9 @@ async def release(db: Executor, job_id: UUID, *, owner: int) -> bool:
     return status.endswith(" 1")
 
 
-async def list_deliverable(db: Executor, live_owners: list[int], *, limit: int = 50
-                           ) -> list[Generation]:
+async def list_deliverable(
+    db: Executor, live_owners: list[int], *, limit: int = 50
+) -> list[Generation]:
     """Jobs waiting for delivery that no live process holds."""
     rows = await db.fetch(
         "SELECT * FROM generations WHERE status = 'delivering'"
@@ -350,8 +365,12 @@ async def list_by_status(
 
 
 async def list_for_user(
-    db: Executor, requester_id: int, *, statuses: list[JobState] | None = None,
-    limit: int = 10, offset: int = 0,
+    db: Executor,
+    requester_id: int,
+    *,
+    statuses: list[JobState] | None = None,
+    limit: int = 10,
+    offset: int = 0,
 ) -> list[Generation]:
     wanted = [s.value for s in statuses] if statuses else [s.value for s in JobState]
     rows = await db.fetch(
@@ -367,8 +386,7 @@ async def list_for_user(
 
 async def count_active_for_user(db: Executor, requester_id: int) -> int:
     count: int = await db.fetchval(
-        "SELECT count(*) FROM generations WHERE requester_id = $1"
-        " AND status <> ALL($2::text[])",
+        "SELECT count(*) FROM generations WHERE requester_id = $1 AND status <> ALL($2::text[])",
         requester_id,
         _FINAL,
     )

@@ -96,7 +96,8 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = DEFAULT_SQL_DIR) -> 
                 async with conn.transaction():
                     await conn.execute(migration.sql)
                     await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
                         migration.version,
                         migration.name,
                         migration.checksum,
@@ -110,6 +111,10 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = DEFAULT_SQL_DIR) -> 
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK_KEY)
 
 
-async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path = DEFAULT_SQL_DIR) -> list[str]:
+async def pending_migrations(
+    conn: asyncpg.Connection, sql_dir: Path = DEFAULT_SQL_DIR
+) -> list[str]:
     """Names not yet applied; raises MigrationError when history and files disagree."""
-    return [m.name for m in _check_history(load_migrations(sql_dir), await applied_migrations(conn))]
+    return [
+        m.name for m in _check_history(load_migrations(sql_dir), await applied_migrations(conn))
+    ]

@@ -45,8 +45,21 @@ async def save_output(
     """Insert or (on a redo after restart) replace output `position` of a generation."""
     status = LibraryStatus.PENDING if library_enabled else LibraryStatus.OFF
     row = await db.fetchrow(
-        _UPSERT, generation_id, position, kind.value, file_path, delivery_path, thumbnail_path,
-        mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
+        _UPSERT,
+        generation_id,
+        position,
+        kind.value,
+        file_path,
+        delivery_path,
+        thumbnail_path,
+        mime,
+        size_bytes,
+        sha256,
+        width,
+        height,
+        duration_s,
+        comfy_node,
+        comfy_filename,
         status.value,
     )
     return Output.from_record(row)  # type: ignore[no-any-return]
@@ -115,9 +128,7 @@ async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> li
     return [Output.from_record(row) for row in rows]
 
 
-async def find_by_telegram_message(
-    db: Executor, chat_id: int, message_id: int
-) -> Output | None:
+async def find_by_telegram_message(db: Executor, chat_id: int, message_id: int) -> Output | None:
     row = await db.fetchrow(
         "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
         " WHERE g.chat_id = $1 AND o.telegram_message_id = $2 ORDER BY o.position LIMIT 1",

@@ -77,7 +77,8 @@ async def take_quota(db: Executor, user_id: int, today: date, default_quota: int
 
 async def give_back_quota(db: Executor, user_id: int, today: date) -> None:
     await db.execute(
-        "UPDATE users SET quota_used = greatest(quota_used - 1, 0) WHERE id = $1 AND quota_day = $2",
+        "UPDATE users SET quota_used = greatest(quota_used - 1, 0)"
+        " WHERE id = $1 AND quota_day = $2",
         user_id,
         today,
     )
@@ -109,7 +110,11 @@ RETURNING *
 
 
 async def upsert_chat(
-    db: Executor, chat_id: int, chat_type: ChatType, *, title: str | None = None,
+    db: Executor,
+    chat_id: int,
+    chat_type: ChatType,
+    *,
+    title: str | None = None,
     is_forum: bool = False,
 ) -> Chat:
     row = await db.fetchrow(_UPSERT_CHAT, chat_id, chat_type.value, title, is_forum)
@@ -144,7 +149,12 @@ async def update_chat_settings(
     language: str | None = None,
 ) -> Chat | None:
     row = await db.fetchrow(
-        _UPDATE_CHAT_SETTINGS, chat_id, style_preset, aspect_ratio, video_seconds, send_original,
+        _UPDATE_CHAT_SETTINGS,
+        chat_id,
+        style_preset,
+        aspect_ratio,
+        video_seconds,
+        send_original,
         language,
     )
     return None if row is None else Chat.from_record(row)

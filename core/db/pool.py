@@ -71,7 +71,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
         conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
     await _init_connection(conn)
     return conn
@@ -87,7 +87,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             command_timeout=COMMAND_TIMEOUT_S,
             init=_init_connection,
         )
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
     return pool
 

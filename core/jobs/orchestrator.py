@@ -4,6 +4,7 @@ Loops (each wakes on a PostgreSQL NOTIFY or an in-process event, with a slow tim
 fallback, so a job never waits for a poll):
 - dispatch: for the least-loaded healthy backend with a free slot and the workflow's nodes,
   claim the next job in fair order and start a JobRunner;
+- queue: tell every waiting job its place in the queue and its ETA when that changes;
 - health: check each backend, publish changes;
 - reconcile: adopt jobs whose process died (liveness lock gone) and resume them;
 - delivery (only with a Deliverer): deliver `delivering` jobs nobody holds, exactly once.
@@ -22,6 +23,7 @@ from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import workers as workers_db
 from core.errors import AnimeBotError, IllegalTransition
+from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
 from core.jobs.backends import BackendPool
 from core.jobs.context import EngineContext
@@ -41,6 +43,9 @@ HEALTH_INTERVAL_S = 5.0
 RECONCILE_INTERVAL_S = 10.0
 DELIVERY_TIMEOUT_S = 180.0
 DELIVERY_RETRY_S = 5.0
+QUEUE_EVENTS_MIN_S = 0.3  # at most ~3 rounds of queue-position events per second
+QUEUE_EVENTS_INTERVAL_S = 5.0
+QUEUE_EVENTS_LIMIT = 1000
 
 
 class Orchestrator:
@@ -56,6 +61,8 @@ class Orchestrator:
             registry=runtime.registry, backends=self.backends, owner=runtime.worker_key,
         )
         self.dispatch_wakeup = asyncio.Event()
+        self.queue_changed = asyncio.Event()
+        self._positions: dict[UUID, int] = {}
         self.runners: dict[UUID, asyncio.Task[None]] = {}
         self.deliveries: dict[UUID, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -74,7 +81,7 @@ class Orchestrator:
         self.backends.changed.set()
         await self.reconcile()
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
-            self._dispatch_loop, self._health_loop, self._reconcile_loop,
+            self._dispatch_loop, self._health_loop, self._reconcile_loop, self._queue_loop,
         ]
         if self.deliverer is not None:
             loops.append(self._delivery_loop)
@@ -99,6 +106,7 @@ class Orchestrator:
 
     def _on_queue_notify(self, *_args: Any) -> None:
         self.dispatch_wakeup.set()
+        self.queue_changed.set()
         self.ctx.delivery_wakeup.set()
 
     def _on_cancel_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
@@ -143,10 +151,39 @@ class Orchestrator:
                 claimed = await self._claim_for(backend.url, sorted(backend.missing), limit)
                 if claimed is not None:
                     self._start_runner(claimed, resume=False)
+                    self.queue_changed.set()  # everyone behind it moved up
                     started += 1
                     break
             if claimed is None:
                 return started
+
+    # -- queue positions --------------------------------------------------------------------
+
+    async def _queue_loop(self) -> None:
+        while not self._stopping:
+            await self._guard("queue", self.publish_queue)
+            await asyncio.sleep(QUEUE_EVENTS_MIN_S)
+            await self._sleep_until(self.queue_changed, QUEUE_EVENTS_INTERVAL_S)
+
+    async def publish_queue(self) -> int:
+        """Publish a `queue` event (position, ETA) for every queued job whose position
+        changed since the last round; returns how many were published."""
+        queued = await gen_db.next_queued(self.ctx.db, QUEUE_EVENTS_LIMIT)
+        slots = len(self.backends.usable()) * self.ctx.settings.comfyui_max_in_flight
+        positions: dict[UUID, int] = {}
+        published = 0
+        for position, job in enumerate(queued, start=1):
+            positions[job.id] = position
+            if self._positions.get(job.id) == position:
+                continue
+            average = DEFAULT_JOB_SECONDS.get(job.kind.value, DEFAULT_JOB_SECONDS["image"])
+            self.ctx.events.publish(JobEvent(
+                job_id=job.id, type="queue", status=JobState.QUEUED.value, chat_id=job.chat_id,
+                position=position, eta_s=queue_eta(position, average, max(1, slots)),
+            ))
+            published += 1
+        self._positions = positions
+        return published
 
     async def _claim_for(self, url: str, excluded: list[str], limit: int) -> Generation | None:
         for candidate in await gen_db.next_queued(self.ctx.db, 8, exclude_workflows=excluded):

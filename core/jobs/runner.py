@@ -9,14 +9,17 @@ submitted again, so a job that finished meanwhile is completed, never run twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.comfy import protocol as p
 from core.comfy.protocol import Event
 from core.db import generations as gen_db
 from core.db import outputs as out_db
+from core.db.tx import transaction
 from core.errors import (
     AnimeBotError,
     ComfyUnavailable,
@@ -35,6 +38,7 @@ from core.states import JobState
 from core.workflows.patch import patch
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 POLL_INTERVAL_S = 2.0
 HISTORY_RETRIES = 10
@@ -52,6 +56,17 @@ class JobCancelled(AnimeBotError):
 
 class BackendLost(AnimeBotError):
     pass
+
+
+def duration_text(seconds: float) -> str:
+    """A limit as people say it: "45 seconds", "1 minute", "10 minutes", "1.5 hours"."""
+    if seconds < 120:
+        value = max(1, round(seconds))
+        return f"{value} second{'s' if value != 1 else ''}"
+    if seconds < 2 * 3600:
+        value = round(seconds / 60)
+        return f"{value} minute{'s' if value != 1 else ''}"
+    return f"{seconds / 3600:g} hours"
 
 
 class JobRunner:
@@ -176,9 +191,9 @@ class JobRunner:
                 raise JobCancelled("cancelled")
             if time.time() > deadline:
                 await self._cancel_in_backend()
-                minutes = self.ctx.timeout_for(self.job) / 60
-                raise JobFailed("timeout", user_message=f"The job took longer than "
-                                f"{minutes:.0f} minutes and was stopped.")
+                limit = duration_text(self.ctx.timeout_for(self.job))
+                raise JobFailed("timeout", user_message=f"The job took longer than {limit} "
+                                "and was stopped.")
             event = await self._next_event(queue, cancel)
             if event is not None:
                 entry = await self._on_event(event, model)
@@ -312,6 +327,8 @@ class JobRunner:
         if not refs:
             raise JobFailed("no outputs", user_message="The workflow produced no image or video.")
         if self.job.status is not JobState.POSTPROCESSING:
+            # ComfyUI's part is complete: the bar is full (never behind the last progress event).
+            await gen_db.set_progress(self.ctx.db, self.job.id, 1.0)
             self.job = await gen_db.transition(self.ctx.db, self.job.id, JobState.POSTPROCESSING)
             self.ctx.publish_state(self.job)
         out_dir = self.ctx.settings.outputs_dir / self.pid
@@ -321,8 +338,9 @@ class JobRunner:
                 downloaded = await self.backend.client.download(ref, out_dir, name)
             except ComfyUnavailable as error:
                 raise BackendLost(f"download failed: {error}") from error
-            spec = await process_output(self.job, index, downloaded, ref, out_dir,
-                                        self.ctx.settings)
+            spec = await self._unless_cancelled(
+                process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
+            )
             await out_db.save_output(
                 self.ctx.db, generation_id=self.job.id, position=index, kind=spec.kind,
                 file_path=str(spec.file_path), mime=spec.mime, size_bytes=spec.size_bytes,
@@ -332,10 +350,41 @@ class JobRunner:
                 comfy_node=ref.node_id, comfy_filename=ref.filename[:255],
                 library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
             )
-        self.job = await gen_db.transition(self.ctx.db, self.job.id, JobState.DELIVERING)
+        self.job = await self._to_delivering()
         self.ctx.publish_state(self.job)
         self.ctx.delivery_wakeup.set()
         log.info("job ready for delivery", outputs=len(refs))
+
+    async def _unless_cancelled(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a post-processing step; a cancel request stops it (and its ffmpeg) at once."""
+        cancel = self.ctx.cancel_event(self.job.id)
+        if cancel.is_set() or await self._cancel_requested():
+            work.close()
+            raise JobCancelled("cancelled while post-processing")
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(cancel.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if task in done:
+            return task.result()
+        raise JobCancelled("cancelled while post-processing")
+
+    async def _to_delivering(self) -> Generation:
+        """POSTPROCESSING -> DELIVERING unless a cancel was requested: checked under the row
+        lock, so a cancel that got in first always wins (never a result after "cancelled")."""
+        async with transaction(self.ctx.db) as conn:
+            flag = await conn.fetchval(
+                "SELECT cancel_requested FROM generations WHERE id = $1 FOR UPDATE", self.job.id
+            )
+            if flag:
+                raise JobCancelled("cancelled while post-processing")
+            return await gen_db.transition(conn, self.job.id, JobState.DELIVERING)
 
     # -- endings ----------------------------------------------------------------------------
 

@@ -48,8 +48,10 @@ class LibraryFiler:
             return None
         assert self.settings.jellyfin_url and self.settings.jellyfin_api_key
         return JellyfinClient(
-            self.settings.jellyfin_url, self.settings.jellyfin_api_key.get_secret_value(),
-            public_url=self.settings.jellyfin_public_url, timeout=self.settings.jellyfin_timeout_s,
+            self.settings.jellyfin_url,
+            self.settings.jellyfin_api_key.get_secret_value(),
+            public_url=self.settings.jellyfin_public_url,
+            timeout=self.settings.jellyfin_timeout_s,
         )
 
     async def file_job(self, job: Generation) -> None:
@@ -74,10 +76,14 @@ class LibraryFiler:
         characters = await char_db.get_characters(self.db, job.character_ids)
         chat = await people.get_chat(self.db, job.chat_id)
         return FilingMetadata(
-            title=job.prompt_typed, prompt=job.prompt_positive,
+            title=job.prompt_typed,
+            prompt=job.prompt_positive,
             characters=tuple(c.name for c in characters),
-            chat_title=(chat.title if chat else None), job_id=str(job.id),
-            created_at=job.created_at, kind=output.kind, position=output.position,
+            chat_title=(chat.title if chat else None),
+            job_id=str(job.id),
+            created_at=job.created_at,
+            kind=output.kind,
+            position=output.position,
         )
 
     async def file_output(self, job: Generation, output: Output) -> Output | None:
@@ -98,8 +104,12 @@ class LibraryFiler:
         if result.link is None:
             return await self._retry_later(output, result, "not indexed yet")
         saved = await out_db.record_library(
-            self.db, output.id, status=LibraryStatus.LINKED,
-            library_path=str(result.library_path), item_id=result.item_id, link=result.link,
+            self.db,
+            output.id,
+            status=LibraryStatus.LINKED,
+            library_path=str(result.library_path),
+            item_id=result.item_id,
+            link=result.link,
         )
         log.info("filed in library", output=str(output.id), link=result.link)
         if saved is not None and self.deliverer is not None:
@@ -107,28 +117,42 @@ class LibraryFiler:
         return saved
 
     async def _file(
-        self, client: JellyfinClient | None, output: Output, meta: FilingMetadata,
+        self,
+        client: JellyfinClient | None,
+        output: Output,
+        meta: FilingMetadata,
         previous: Path | None,
     ) -> FiledResult:
         source = Path(output.file_path)
         if output.kind.value == "video" and output.delivery_path:
             source = Path(output.delivery_path)  # the H.264 mp4 plays everywhere
-        return await file_output(client, self.layout, source, meta, library_path=previous,
-                                 wait=self.wait)
+        return await file_output(
+            client, self.layout, source, meta, library_path=previous, wait=self.wait
+        )
 
     async def _retry_later(
         self, output: Output, result: FiledResult | None, reason: str
     ) -> Output | None:
         failed = output.library_attempts + 1 >= MAX_ATTEMPTS
-        status = LibraryStatus.FAILED if failed else (
-            LibraryStatus.FILED if result is not None else LibraryStatus.PENDING
+        status = (
+            LibraryStatus.FAILED
+            if failed
+            else (LibraryStatus.FILED if result is not None else LibraryStatus.PENDING)
         )
-        delay = min(self.settings.library_retry_s * (2 ** min(output.library_attempts, 6)),
-                    24 * 3600)
-        log.warning("library filing will be retried", output=str(output.id), reason=reason,
-                    attempts=output.library_attempts + 1, gave_up=failed)
+        delay = min(
+            self.settings.library_retry_s * (2 ** min(output.library_attempts, 6)), 24 * 3600
+        )
+        log.warning(
+            "library filing will be retried",
+            output=str(output.id),
+            reason=reason,
+            attempts=output.library_attempts + 1,
+            gave_up=failed,
+        )
         return await out_db.record_library(
-            self.db, output.id, status=status,
+            self.db,
+            output.id,
+            status=status,
             library_path=str(result.library_path) if result else None,
             next_attempt_at=None if failed else datetime.now(UTC) + timedelta(seconds=delay),
         )

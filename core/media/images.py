@@ -68,7 +68,7 @@ class ReferenceImage:
     source_format: str
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
+def atomic_write(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -80,7 +80,7 @@ def _atomic_write(dest: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load_output(source: Path | bytes, max_pixels: int) -> Image.Image:
+def load_output_image(source: Path | bytes, max_pixels: int) -> Image.Image:
     """Open and decode a generated image (first frame of an animation), EXIF-upright."""
     name = source.name if isinstance(source, Path) else "image"
     try:
@@ -120,7 +120,7 @@ def build_telegram_photo(
     background: Background = WHITE,
 ) -> tuple[bytes, tuple[int, int]]:
     """JPEG bytes and size of the Telegram photo for `source` (blocking)."""
-    image = _load_output(source, OUTPUT_MAX_PIXELS)
+    image = load_output_image(source, OUTPUT_MAX_PIXELS)
     exif = _exif_bytes(image)
     rgb, icc = to_rgb(image, background)
     plan = plan_telegram_photo(rgb.width, rgb.height, max_side=max_side)
@@ -155,7 +155,7 @@ async def telegram_photo(
     data, size = await asyncio.to_thread(
         build_telegram_photo, source, max_bytes=max_bytes, max_side=max_side, background=background
     )
-    await asyncio.to_thread(_atomic_write, dest, data)
+    await asyncio.to_thread(atomic_write, dest, data)
     log.debug("telegram photo", source=source.name, width=size[0], height=size[1], bytes=len(data))
     return PhotoResult(path=dest, width=size[0], height=size[1], size_bytes=len(data))
 
@@ -168,7 +168,7 @@ def make_thumbnail_bytes(
     background: Background = WHITE,
 ) -> bytes:
     """A JPEG at most `max_side` px on its long side and `max_bytes` long (blocking)."""
-    image = _load_output(source, OUTPUT_MAX_PIXELS)
+    image = load_output_image(source, OUTPUT_MAX_PIXELS)
     rgb, icc = to_rgb(image, background)
     size = fit_within(rgb.width, rgb.height, max_side)
     if size != rgb.size:
@@ -189,7 +189,7 @@ async def make_thumbnail(
     data = await asyncio.to_thread(
         make_thumbnail_bytes, source, max_side=max_side, max_bytes=max_bytes
     )
-    await asyncio.to_thread(_atomic_write, dest, data)
+    await asyncio.to_thread(atomic_write, dest, data)
     return dest
 
 
@@ -322,5 +322,5 @@ async def normalize_reference(
         max_ratio=max_ratio,
     )
     dest = Path(dest)
-    await asyncio.to_thread(_atomic_write, dest, png)
+    await asyncio.to_thread(atomic_write, dest, png)
     return ReferenceImage(path=dest, width=width, height=height, source_format=source_format)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from core.errors import InvalidInput, MediaError
 from core.logs import get_logger
-from core.media.images import OUTPUT_MAX_PIXELS, _atomic_write, _load_output
+from core.media.images import OUTPUT_MAX_PIXELS, atomic_write, load_output_image
 from core.media.imaging import encode_jpeg, to_rgb
 from core.media.limits import TELEGRAM_PHOTO_MAX_BYTES
 
@@ -145,7 +145,7 @@ def sheet_geometry(count: int, *, tile: int = 320, columns: int | None = None) -
 
 def _tile_image(path: Path, size: int) -> Image.Image | None:
     try:
-        image = _load_output(path, OUTPUT_MAX_PIXELS)
+        image = load_output_image(path, OUTPUT_MAX_PIXELS)
     except (MediaError, OSError) as exc:
         log.warning("sheet tile unreadable", path=path.name, error=str(exc))
         return None
@@ -219,6 +219,6 @@ async def character_sheet(
     data = await asyncio.to_thread(
         render_sheet, tiles, title, tile=tile, columns=columns, max_bytes=max_bytes
     )
-    await asyncio.to_thread(_atomic_write, Path(dest), data)
+    await asyncio.to_thread(atomic_write, Path(dest), data)
     log.debug("character sheet", tiles=len(tiles), bytes=len(data))
     return Path(dest)

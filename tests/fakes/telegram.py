@@ -556,13 +556,13 @@ class _Params:
         value = self.raw.get(name)
         return default if value is None else value
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self.raw.get(name)
         if value is None:
             return None
         return value if isinstance(value, str) else json.dumps(value)
 
-    def int(self, name: str) -> int | None:
+    def integer(self, name: str) -> int | None:
         value = self.raw.get(name)
         if value in (None, ""):
             return None
@@ -575,7 +575,7 @@ class _Params:
         except ValueError:
             raise ApiError(400, f"Bad Request: invalid {name} specified") from None
 
-    def float(self, name: str) -> float | None:
+    def number(self, name: str) -> float | None:
         value = self.raw.get(name)
         if value in (None, ""):
             return None
@@ -584,13 +584,13 @@ class _Params:
         except (TypeError, ValueError):
             raise ApiError(400, f"Bad Request: invalid {name} specified") from None
 
-    def bool(self, name: str) -> bool:
+    def flag(self, name: str) -> bool:
         value = self.raw.get(name)
         if isinstance(value, str):
             return value.lower() in ("true", "1")
         return bool(value)
 
-    def json(self, name: str) -> Any:
+    def obj(self, name: str) -> Any:
         value = self.raw.get(name)
         if isinstance(value, str):
             if value == "":
@@ -1218,7 +1218,11 @@ class FakeTelegram:
         self._changed = asyncio.Event()
 
     async def wait_for(
-        self, predicate: Callable[[], T], timeout: float = 5.0, *, what: str = "condition"
+        self,
+        predicate: Callable[[], T | Literal[False] | None],
+        timeout: float = 5.0,
+        *,
+        what: str = "condition",
     ) -> T:
         """Wait until predicate() is truthy (re-checked on every change); return its value."""
         deadline = time.monotonic() + timeout
@@ -1474,7 +1478,7 @@ class FakeTelegram:
                 (c for c in self.chats.values() if (c.username or "").lower() == name), None
             )
         else:
-            chat = self.chats.get(p.int("chat_id") or 0)
+            chat = self.chats.get(p.integer("chat_id") or 0)
         if chat is None:
             raise ApiError(400, ERR_CHAT_NOT_FOUND)
         if chat.blocked:
@@ -1486,7 +1490,7 @@ class FakeTelegram:
         return chat
 
     def _thread(self, chat: FakeChat, p: _Params, reply: StoredMessage | None) -> int | None:
-        thread_id = p.int("message_thread_id")
+        thread_id = p.integer("message_thread_id")
         if thread_id is None:
             return reply.thread_id if reply is not None and chat.is_forum else None
         if not chat.is_forum or thread_id not in chat.topics:
@@ -1494,14 +1498,14 @@ class FakeTelegram:
         return thread_id
 
     def _reply(self, chat: FakeChat, p: _Params) -> StoredMessage | None:
-        params = p.json("reply_parameters")
+        params = p.obj("reply_parameters")
         if isinstance(params, dict):
             target, allow = (
                 params.get("message_id"),
                 bool(params.get("allow_sending_without_reply")),
             )
         else:
-            target, allow = p.int("reply_to_message_id"), p.bool("allow_sending_without_reply")
+            target, allow = p.integer("reply_to_message_id"), p.flag("allow_sending_without_reply")
         if target is None:
             return None
         msg = self.messages.get((chat.id, int(target)))
@@ -1523,7 +1527,7 @@ class FakeTelegram:
 
     @staticmethod
     def _markup(p: _Params, *, edit: bool) -> JSONDict | None:
-        markup = _normalize_markup(p.json("reply_markup"))
+        markup = _normalize_markup(p.obj("reply_markup"))
         if edit and markup is not None and "inline_keyboard" not in markup:
             raise ApiError(400, ERR_INLINE_KEYBOARD_EXPECTED)
         return markup
@@ -1553,7 +1557,7 @@ class FakeTelegram:
             text=text,
             caption=caption or None,
             format_key=self._format_key(p, "text" if media is None else "caption"),
-            parse_mode=p.str("parse_mode"),
+            parse_mode=p.text("parse_mode"),
             reply_markup=markup,
             extras=extras or {},
         )
@@ -1566,15 +1570,15 @@ class FakeTelegram:
 
     @staticmethod
     def _format_key(p: _Params, name: str) -> str | None:
-        raw = p.str(name)
-        mode = p.str("parse_mode")
+        raw = p.text(name)
+        mode = p.text("parse_mode")
         return f"{mode}:{raw}" if mode and raw is not None else raw
 
     def _editable(self, p: _Params) -> StoredMessage:
         if "inline_message_id" in p:
             raise ApiError(400, "Bad Request: MESSAGE_ID_INVALID")
         chat = self._chat(p)
-        message_id = p.int("message_id")
+        message_id = p.integer("message_id")
         if message_id is None:
             raise ApiError(400, ERR_MESSAGE_ID_MISSING)
         msg = self.messages.get((chat.id, message_id))
@@ -1832,12 +1836,12 @@ class FakeTelegram:
         poller = _Poller(ctx.request)
         self._poller = poller
         try:
-            allowed = p.json("allowed_updates")
+            allowed = p.obj("allowed_updates")
             if isinstance(allowed, list):
                 self._allowed_updates = [str(a) for a in allowed]
-            self._confirm(p.int("offset"))
-            limit = min(max(p.int("limit") or 100, 1), 100)
-            deadline = time.monotonic() + max(p.float("timeout") or 0.0, 0.0)
+            self._confirm(p.integer("offset"))
+            limit = min(max(p.integer("limit") or 100, 1), 100)
+            deadline = time.monotonic() + max(p.number("timeout") or 0.0, 0.0)
             while True:
                 updates = self._take_updates(limit)
                 remaining = deadline - time.monotonic()
@@ -1865,11 +1869,11 @@ class FakeTelegram:
     # webhook -------------------------------------------------------------------------------------
     async def _set_webhook(self, ctx: _Ctx) -> bool:
         p = ctx.p
-        url = p.str("url") or ""
-        secret = p.str("secret_token")
+        url = p.text("url") or ""
+        secret = p.text("secret_token")
         if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
             raise ApiError(400, ERR_SECRET_TOKEN)
-        if p.bool("drop_pending_updates"):
+        if p.flag("drop_pending_updates"):
             self._updates.clear()
         if not url:
             return await self._delete_webhook(ctx)
@@ -1877,11 +1881,11 @@ class FakeTelegram:
             raise ApiError(
                 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
             )
-        allowed = p.json("allowed_updates")
+        allowed = p.obj("allowed_updates")
         self.webhook_url = url
         self.webhook_secret = secret
         self.webhook_allowed_updates = [str(a) for a in allowed] if allowed else None
-        self.webhook_max_connections = p.int("max_connections") or 40
+        self.webhook_max_connections = p.integer("max_connections") or 40
         self.webhook_last_error = None
         if self._webhook_task is None or self._webhook_task.done():
             self._webhook_task = asyncio.create_task(self._deliver_webhook())
@@ -1889,7 +1893,7 @@ class FakeTelegram:
         return True
 
     async def _delete_webhook(self, ctx: _Ctx) -> bool:
-        if ctx.p.bool("drop_pending_updates"):
+        if ctx.p.flag("drop_pending_updates"):
             self._updates.clear()
         self.webhook_url = ""
         self.webhook_secret = None
@@ -1913,11 +1917,11 @@ class FakeTelegram:
     # commands ------------------------------------------------------------------------------------
     @staticmethod
     def _commands_key(p: _Params) -> tuple[str, str]:
-        scope = p.json("scope") or {"type": "default"}
-        return json.dumps(scope, sort_keys=True), p.str("language_code") or ""
+        scope = p.obj("scope") or {"type": "default"}
+        return json.dumps(scope, sort_keys=True), p.text("language_code") or ""
 
     async def _set_my_commands(self, ctx: _Ctx) -> bool:
-        commands = ctx.p.json("commands")
+        commands = ctx.p.obj("commands")
         if not isinstance(commands, list) or len(commands) > 100:
             raise ApiError(400, "Bad Request: can't parse commands JSON object")
         for item in commands:
@@ -1942,7 +1946,7 @@ class FakeTelegram:
     # sending -------------------------------------------------------------------------------------
     async def _send_message(self, ctx: _Ctx) -> JSONDict:
         chat = self._chat(ctx.p)
-        text = self._text(ctx.p.get("text"), ctx.p.str("parse_mode"), caption=False, edit=False)
+        text = self._text(ctx.p.get("text"), ctx.p.text("parse_mode"), caption=False, edit=False)
         if not text:
             raise ApiError(400, ERR_TEXT_EMPTY)
         return self._store_bot_message(ctx, chat, text=text)
@@ -1955,7 +1959,7 @@ class FakeTelegram:
         chat = self._chat(ctx.p)
         caption = self._caption(ctx)
         media = self._photo(self._input(ctx.p.get("photo"), ctx.files, "photo"))
-        extras = {"has_media_spoiler": True} if ctx.p.bool("has_spoiler") else {}
+        extras = {"has_media_spoiler": True} if ctx.p.flag("has_spoiler") else {}
         return self._store_bot_message(ctx, chat, caption=caption, media=media, extras=extras)
 
     def _send_media(self, kind: str) -> Handler:
@@ -1973,7 +1977,7 @@ class FakeTelegram:
         msg = self._editable(ctx.p)
         if msg.media_kind is not None:
             raise ApiError(400, ERR_NO_TEXT_TO_EDIT)
-        text = self._text(ctx.p.get("text"), ctx.p.str("parse_mode"), caption=False, edit=True)
+        text = self._text(ctx.p.get("text"), ctx.p.text("parse_mode"), caption=False, edit=True)
         if not text:
             raise ApiError(400, ERR_TEXT_EMPTY)
         markup = self._markup(ctx.p, edit=True)
@@ -1981,7 +1985,7 @@ class FakeTelegram:
         if text == msg.text and key == msg.format_key and markup == msg.reply_markup:
             raise ApiError(400, ERR_NOT_MODIFIED)
         msg.text, msg.format_key, msg.reply_markup = text, key, markup
-        msg.parse_mode = ctx.p.str("parse_mode")
+        msg.parse_mode = ctx.p.text("parse_mode")
         return self._edited(msg, ctx.method)
 
     async def _edit_caption(self, ctx: _Ctx) -> JSONDict:
@@ -1998,7 +2002,7 @@ class FakeTelegram:
 
     async def _edit_media(self, ctx: _Ctx) -> JSONDict:
         msg = self._editable(ctx.p)
-        spec = ctx.p.json("media")
+        spec = ctx.p.obj("media")
         if not isinstance(spec, dict) or spec.get("type") not in (
             "photo",
             "video",
@@ -2042,7 +2046,7 @@ class FakeTelegram:
 
     async def _delete_message(self, ctx: _Ctx) -> bool:
         chat = self._chat(ctx.p)
-        msg = self.messages.get((chat.id, ctx.p.int("message_id") or 0))
+        msg = self.messages.get((chat.id, ctx.p.integer("message_id") or 0))
         if msg is None or msg.deleted:
             raise ApiError(400, ERR_DELETE_NOT_FOUND)
         if not msg.from_bot and chat.is_group and self.bot_user.id not in chat.admin_ids:
@@ -2053,17 +2057,17 @@ class FakeTelegram:
     # other chat methods --------------------------------------------------------------------------
     async def _send_chat_action(self, ctx: _Ctx) -> bool:
         chat = self._chat(ctx.p)
-        action = ctx.p.str("action")
+        action = ctx.p.text("action")
         if action not in CHAT_ACTIONS:
             raise ApiError(400, ERR_WRONG_ACTION)
-        thread_id = ctx.p.int("message_thread_id")
+        thread_id = ctx.p.integer("message_thread_id")
         self.chat_actions.append(
             {"chat_id": chat.id, "action": action, "thread_id": thread_id, "at": time.time()}
         )
         return True
 
     async def _answer_callback(self, ctx: _Ctx) -> bool:
-        query_id = ctx.p.str("callback_query_id") or ""
+        query_id = ctx.p.text("callback_query_id") or ""
         record = self._callbacks.get(query_id)
         if (
             record is None
@@ -2073,10 +2077,10 @@ class FakeTelegram:
             raise ApiError(400, ERR_QUERY_TOO_OLD)
         record.answered = True
         self.callback_answers[query_id] = {
-            "text": ctx.p.str("text"),
-            "show_alert": ctx.p.bool("show_alert"),
-            "url": ctx.p.str("url"),
-            "cache_time": ctx.p.int("cache_time"),
+            "text": ctx.p.text("text"),
+            "show_alert": ctx.p.flag("show_alert"),
+            "url": ctx.p.text("url"),
+            "cache_time": ctx.p.integer("cache_time"),
             "chat_id": record.chat_id,
             "message_id": record.message_id,
             "at": time.time(),
@@ -2084,7 +2088,7 @@ class FakeTelegram:
         return True
 
     async def _get_file(self, ctx: _Ctx) -> JSONDict:
-        record = self.files.get(ctx.p.str("file_id") or "")
+        record = self.files.get(ctx.p.text("file_id") or "")
         if record is None:
             raise ApiError(400, ERR_INVALID_FILE_ID)
         if record.file_size > MAX_DOWNLOAD_BYTES:
@@ -2144,7 +2148,7 @@ class FakeTelegram:
 
     async def _get_chat_member(self, ctx: _Ctx) -> JSONDict:
         chat = self._chat(ctx.p)
-        user = self.users.get(ctx.p.int("user_id") or 0)
+        user = self.users.get(ctx.p.integer("user_id") or 0)
         if user is None:
             raise ApiError(400, ERR_USER_NOT_FOUND)
         return self._member(chat, user)
@@ -2160,10 +2164,10 @@ class FakeTelegram:
 
     async def _set_reaction(self, ctx: _Ctx) -> bool:
         chat = self._chat(ctx.p)
-        msg = self.messages.get((chat.id, ctx.p.int("message_id") or 0))
+        msg = self.messages.get((chat.id, ctx.p.integer("message_id") or 0))
         if msg is None or msg.deleted:
             raise ApiError(400, ERR_REACT_NOT_FOUND)
-        reaction = ctx.p.json("reaction") or []
+        reaction = ctx.p.obj("reaction") or []
         msg.reactions = list(reaction) if isinstance(reaction, list) else []
         return True
 

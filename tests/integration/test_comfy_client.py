@@ -460,6 +460,13 @@ async def test_events_go_only_to_the_submitting_client(env: Env) -> None:
     assert frames and set(frames) == {"status"}
 
 
+async def test_full_object_info_has_every_recorded_class(env: Env) -> None:
+    info = await env.client.object_info()  # ~0.5 MB: read whole, not one chunk
+    assert len(info) == 478
+    ckpt = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    assert ckpt == MODELS["ckpt_name"]
+
+
 async def test_available_nodes_override(env: Env) -> None:
     env.fake.available_nodes = {"EmptyImage", "SaveImage"}
     info = await env.client.object_info()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.models import JobKind
-from core.service import Actor
 from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,

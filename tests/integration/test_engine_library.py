@@ -24,9 +24,15 @@ def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) ->
     library = tmp_path / "library"
     library.mkdir()
     return engine_settings(
-        pg_dsn, tmp_path / "data", [comfy_url], jellyfin_url=jellyfin_url,
-        jellyfin_api_key=API_KEY, jellyfin_library_dir=library, jellyfin_scan_attempts=20,
-        jellyfin_scan_interval_s=0.1, library_retry_s=0.2,
+        pg_dsn,
+        tmp_path / "data",
+        [comfy_url],
+        jellyfin_url=jellyfin_url,
+        jellyfin_api_key=API_KEY,
+        jellyfin_library_dir=library,
+        jellyfin_scan_attempts=20,
+        jellyfin_scan_interval_s=0.1,
+        library_retry_s=0.2,
     )
 
 

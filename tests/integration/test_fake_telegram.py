@@ -229,6 +229,23 @@ async def test_callback_query_is_answered_once(fake_telegram: FakeTelegram) -> N
         await stop_polling(app)
 
 
+async def test_old_or_unknown_callback_query_cannot_be_answered(
+    fake_telegram: FakeTelegram, bot: Bot
+) -> None:
+    user = fake_telegram.user("Di")
+    chat = fake_telegram.private_chat(user)
+    sent = await bot.send_message(chat.id, "pick", reply_markup=keyboard("v1:a"))
+    fake_telegram.callback_ttl = 0.0
+    update = fake_telegram.inject_callback(chat, user, sent.message_id, "v1:a")
+    assert update["callback_query"]["message"]["reply_markup"] == keyboard("v1:a").to_dict()
+    with pytest.raises(BadRequest, match="Query is too old"):
+        await bot.answer_callback_query(update["callback_query"]["id"])
+    with pytest.raises(BadRequest, match=r"(?i)query id is invalid"):
+        await bot.answer_callback_query("12345")
+    call = await fake_telegram.wait_for_call("answerCallbackQuery")
+    assert call.status == 400 and fake_telegram.callback_answers == {}
+
+
 # --- messages and edits ---------------------------------------------------------------------------
 async def test_message_limits_and_edit_errors(fake_telegram: FakeTelegram, bot: Bot) -> None:
     chat = fake_telegram.private_chat()

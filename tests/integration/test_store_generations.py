@@ -115,16 +115,14 @@ async def test_create_writes_queued_row_and_event(db: Database, conn: asyncpg.Co
     got = {await asyncio.wait_for(notified.get(), 5) for _ in range(2)}
     assert got == {str(parent.id), str(job.id)}
 
-
-@pytest.mark.usefixtures("world")
-async def test_create_is_atomic_and_unknown_ids(db: Database) -> None:
-    job = await _job(db)
+    # A failed insert leaves neither a row nor an event behind.
     with pytest.raises(asyncpg.UniqueViolationError):
         await _job(db, id=job.id)
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await _job(db, requester=4242)
     assert len(await gens.list_events(db.pool, job.id)) == 1
-    assert await db.pool.fetchval("SELECT count(*) FROM generations") == 1
+    assert await db.pool.fetchval("SELECT count(*) FROM generations") == 2
+    assert await db.pool.fetchval("SELECT count(*) FROM generation_events") == 2
 
     missing = uuid.uuid4()
     assert await gens.get_generation(db.pool, missing) is None
@@ -152,9 +150,11 @@ async def test_happy_path_records_one_event_per_transition(db: Database) -> None
     post = await gens.transition(db.pool, job.id, JobState.POSTPROCESSING)
     assert post.progress == pytest.approx(0.5)
     assert post.postprocessing_at is not None
+    assert post.lease_owner == OWNER  # still held while post-processing
     delivering = await gens.transition(db.pool, job.id, JobState.DELIVERING)
     assert delivering.delivering_at is not None
     assert delivering.finished_at is None
+    assert delivering.lease_owner is None  # any process may deliver it
     recorded = await gens.record_delivery(db.pool, job.id, result_message_id=555)
     assert recorded.result_message_id == 555 and recorded.delivery_error is None
     done = await gens.transition(db.pool, job.id, JobState.DONE)
@@ -401,7 +401,7 @@ async def test_requeue_clears_backend_and_lease(db: Database) -> None:
 
 
 @pytest.mark.usefixtures("world")
-async def test_record_event_and_list_events(db: Database) -> None:
+async def test_events_progress_and_prompts(db: Database) -> None:
     job = await _job(db)
     other = await _job(db)
     await gens.record_event(db.pool, job.id, "note", {"text": "backend slow"})
@@ -417,9 +417,6 @@ async def test_record_event_and_list_events(db: Database) -> None:
     assert len(await gens.list_events(db.pool, other.id)) == 1
     assert await gens.list_events(db.pool, uuid.uuid4()) == []
 
-
-@pytest.mark.usefixtures("world")
-async def test_progress_progress_message_and_prompts(db: Database) -> None:
     job = await _job(db)
     await gens.set_progress(db.pool, job.id, 0.4)
     assert (await gens.require_generation(db.pool, job.id)).progress == 0.0  # queued: ignored
@@ -614,6 +611,60 @@ async def test_concurrent_claims_from_separate_connections(db: Database) -> None
     finally:
         for c in conns:
             await c.close()
+
+
+# --- leases and delivery -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("world")
+async def test_release(db: Database) -> None:
+    job = await _job(db)
+    assert not await gens.release(db.pool, job.id, owner=OWNER)  # nobody holds it
+    await gens.claim(db.pool, job.id, backend=GPU1, owner=OWNER, max_in_flight=1)
+    assert not await gens.release(db.pool, job.id, owner=OWNER + 1)  # not the holder
+    held = await gens.require_generation(db.pool, job.id)
+    assert held.lease_owner == OWNER
+    assert await gens.release(db.pool, job.id, owner=OWNER)
+    released = await gens.require_generation(db.pool, job.id)
+    assert released.lease_owner is None
+    assert (released.status, released.backend) == (JobState.SUBMITTED, GPU1)  # only the lease
+    assert not await gens.release(db.pool, job.id, owner=OWNER)
+    assert not await gens.release(db.pool, uuid.uuid4(), owner=OWNER)
+    # Released, it is an orphan anyone may adopt.
+    assert [o.id for o in await gens.list_orphans(db.pool, [OWNER])] == [job.id]
+    assert await gens.adopt(db.pool, job.id, owner=OWNER + 1, previous=None)
+
+
+@pytest.mark.usefixtures("world")
+async def test_list_deliverable(db: Database) -> None:
+    first = await _job(db)
+    second = await _job(db)
+    third = await _job(db)
+    running = await _job(db)
+    await _drive(db, running.id, [JobState.SUBMITTED, JobState.RUNNING])
+    finished = await _job(db)
+    await _drive(db, finished.id, [*TO_DELIVERING, JobState.DONE])
+    assert await gens.list_deliverable(db.pool, []) == []
+    for job in (second, first, third):  # delivering order differs from creation order
+        await _drive(db, job.id, TO_DELIVERING)
+
+    ready = await gens.list_deliverable(db.pool, [])
+    assert [j.id for j in ready] == [second.id, first.id, third.id]
+    assert all(j.status is JobState.DELIVERING and j.lease_owner is None for j in ready)
+    assert [j.id for j in await gens.list_deliverable(db.pool, [], limit=2)] == [
+        second.id,
+        first.id,
+    ]
+    # A live process took one: the others still wait; if that process dies it is offered again.
+    live, dead = 11, 12
+    assert await gens.adopt(db.pool, first.id, owner=live, previous=None)
+    assert await gens.adopt(db.pool, third.id, owner=dead, previous=None)
+    assert [j.id for j in await gens.list_deliverable(db.pool, [live])] == [second.id, third.id]
+    assert [j.id for j in await gens.list_deliverable(db.pool, [live, dead])] == [second.id]
+    # Delivered jobs leave the list.
+    await gens.record_delivery(db.pool, second.id, result_message_id=5)
+    await gens.transition(db.pool, second.id, JobState.DONE)
+    assert [j.id for j in await gens.list_deliverable(db.pool, [live])] == [third.id]
 
 
 # --- lists and counts --------------------------------------------------------------------------

@@ -67,7 +67,7 @@ async def _save(db: Database, job_id: uuid.UUID, position: int = 0, **extra: Any
 
 
 @pytest.mark.usefixtures("world")
-async def test_save_list_get_and_idempotent_redo(db: Database) -> None:
+async def test_save_list_get_redo_and_checks(db: Database) -> None:
     job = await _job(db)
     first = await _save(db, job.id, 0)
     assert (first.generation_id, first.position, first.kind) == (job.id, 0, JobKind.IMAGE)
@@ -135,9 +135,6 @@ async def test_save_list_get_and_idempotent_redo(db: Database) -> None:
     assert len(listed) == 2 and listed[0] == redo
     assert await outs.list_outputs(db.pool, uuid.uuid4()) == []
 
-
-@pytest.mark.usefixtures("world")
-async def test_library_off_and_checks(db: Database) -> None:
     job = await _job(db)
     off = await _save(db, job.id, 0, library_enabled=False)
     assert off.library_status is LibraryStatus.OFF

@@ -53,7 +53,9 @@ async def test_register_worker_lock_is_seen_from_other_connections(db: Database)
         row = await db.pool.fetchrow("SELECT * FROM workers WHERE key = $1", key_a)
         assert row is not None
         assert (row["role"], row["hostname"], row["pid"]) == (
-            "run", socket.gethostname(), os.getpid(),
+            "run",
+            socket.gethostname(),
+            os.getpid(),
         )
         # The lock really is exclusive: nobody else can take the same key.
         got = await db.pool.fetchval("SELECT pg_try_advisory_lock(4242, $1)", key_a)
@@ -98,6 +100,13 @@ async def test_heartbeat_and_forget_dead_workers(db: Database) -> None:
         assert keys == [key_a]
         assert await workers.forget_dead_workers(db.pool, live) == 0
         assert await workers.forget_dead_workers(db.pool, []) == 1
+
+        ghost = await connect(db.dsn)
+        try:
+            with pytest.raises(asyncpg.CheckViolationError):  # roles are 'run' and 'worker'
+                await workers.register_worker(ghost, "ghost")
+        finally:
+            await ghost.close()
     finally:
         for conn in (a, b):
             if not conn.is_closed():
@@ -110,8 +119,13 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
 
     async def job() -> Generation:
         return await gens.create_generation(
-            db.pool, id=uuid.uuid4(), requester_id=USER, chat_id=CHAT, kind=JobKind.IMAGE,
-            prompt_typed="p", workflow="txt2img",
+            db.pool,
+            id=uuid.uuid4(),
+            requester_id=USER,
+            chat_id=CHAT,
+            kind=JobKind.IMAGE,
+            prompt_typed="p",
+            workflow="txt2img",
         )
 
     alive_conn = await connect(db.dsn)
@@ -126,8 +140,12 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
         theirs_done = await job()
         queued = await job()
         unowned = await job()
-        for j, owner in ((mine, alive), (theirs_submitted, dying), (theirs_post, dying),
-                         (theirs_done, dying)):
+        for j, owner in (
+            (mine, alive),
+            (theirs_submitted, dying),
+            (theirs_post, dying),
+            (theirs_done, dying),
+        ):
             assert await gens.claim(db.pool, j.id, backend=GPU, owner=owner, max_in_flight=10)
         await gens.transition(db.pool, theirs_post.id, JobState.POSTPROCESSING)
         for state in (JobState.POSTPROCESSING, JobState.DELIVERING):
@@ -149,7 +167,10 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
         assert queued.id not in {o.id for o in orphans}
         everyone_dead = await gens.list_orphans(db.pool, [])
         assert {o.id for o in everyone_dead} == {
-            mine.id, theirs_submitted.id, theirs_post.id, unowned.id,
+            mine.id,
+            theirs_submitted.id,
+            theirs_post.id,
+            unowned.id,
         }
 
         # Two survivors race to adopt: only the first compare-and-set wins.
@@ -157,9 +178,9 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
         assert not await gens.adopt(db.pool, theirs_submitted.id, owner=12345, previous=dying)
         stored = await gens.require_generation(db.pool, theirs_submitted.id)
         assert stored.lease_owner == alive
-        results = await asyncio.gather(*(
-            gens.adopt(db.pool, theirs_post.id, owner=100 + i, previous=dying) for i in range(6)
-        ))
+        results = await asyncio.gather(
+            *(gens.adopt(db.pool, theirs_post.id, owner=100 + i, previous=dying) for i in range(6))
+        )
         assert results.count(True) == 1
         # A job without an owner is adopted with previous=None.
         assert not await gens.adopt(db.pool, unowned.id, owner=alive, previous=dying)
@@ -182,12 +203,22 @@ async def test_backends_save_and_list(db: Database) -> None:
     t1 = datetime(2030, 1, 1, tzinfo=UTC)
     t2 = t1 + timedelta(seconds=30)
     await workers.save_backend(
-        db.pool, "http://b:8188", healthy=True, version="0.3.10", last_error=None,
-        missing_workflows=[], checked_at=t1,
+        db.pool,
+        "http://b:8188",
+        healthy=True,
+        version="0.3.10",
+        last_error=None,
+        missing_workflows=[],
+        checked_at=t1,
     )
     await workers.save_backend(
-        db.pool, "http://a:8188", healthy=False, version=None, last_error="connection refused",
-        missing_workflows=["wan_t2v", "upscale"], checked_at=t1,
+        db.pool,
+        "http://a:8188",
+        healthy=False,
+        version=None,
+        last_error="connection refused",
+        missing_workflows=["wan_t2v", "upscale"],
+        checked_at=t1,
     )
     listed = await workers.list_backends(db.pool)
     assert [b.url for b in listed] == ["http://a:8188", "http://b:8188"]
@@ -199,23 +230,35 @@ async def test_backends_save_and_list(db: Database) -> None:
 
     # An update replaces the health; an unknown version keeps the last known one.
     await workers.save_backend(
-        db.pool, "http://b:8188", healthy=False, version=None, last_error="timeout",
-        missing_workflows=["sheet"], checked_at=t2,
+        db.pool,
+        "http://b:8188",
+        healthy=False,
+        version=None,
+        last_error="timeout",
+        missing_workflows=["sheet"],
+        checked_at=t2,
     )
     await workers.save_backend(
-        db.pool, "http://a:8188", healthy=True, version="0.3.11", last_error=None,
-        missing_workflows=[], checked_at=t2,
+        db.pool,
+        "http://a:8188",
+        healthy=True,
+        version="0.3.11",
+        last_error=None,
+        missing_workflows=[],
+        checked_at=t2,
     )
     a, b = await workers.list_backends(db.pool)
     assert (b.healthy, b.version, b.last_error, b.missing_workflows, b.checked_at) == (
-        False, "0.3.10", "timeout", ["sheet"], t2,
+        False,
+        "0.3.10",
+        "timeout",
+        ["sheet"],
+        t2,
     )
     assert (a.healthy, a.version, a.last_error, a.missing_workflows) == (
-        True, "0.3.11", None, [],
+        True,
+        "0.3.11",
+        None,
+        [],
     )
     assert len(await workers.list_backends(db.pool)) == 2
-
-
-async def test_register_worker_rejects_unknown_role(conn: asyncpg.Connection) -> None:
-    with pytest.raises(asyncpg.CheckViolationError):
-        await workers.register_worker(conn, "ghost")

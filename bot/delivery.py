@@ -1,0 +1,464 @@
+"""Delivery of finished jobs to Telegram: core's `Deliverer` port, implemented with PTB.
+
+Wiring (bot/app.py):
+
+    await runtime.start_engine(deliverer=TelegramDeliverer(app.bot, runtime))
+
+`TelegramDeliverer(bot: telegram.Bot, runtime: core.runtime.Runtime)`:
+- `deliver(job, outputs) -> DeliveryReceipt`: images as a photo (the output's Telegram-ready
+  `delivery_path` JPEG), videos as a streaming mp4 with its thumbnail, duration and size. The
+  caption (scene, characters, seed, library link; <= 1024) and the result buttons come from
+  `bot.render`. An image replaces the job's progress message in place (editMessageMedia); a
+  video, or an image whose progress message cannot be edited, is sent as a new message replying
+  to the request in the same forum topic, and the progress message is deleted. With the chat's
+  `send_original` setting the original file follows as a document.
+  403 (blocked, removed from the group) and requests Telegram rejects for good return a receipt
+  with `message_id=None` and `error`; RetryAfter / NetworkError / TimedOut are raised so core
+  retries later (the job stays `delivering`).
+- `library_linked(job, output, link)`: adds the library link to the delivered caption (retries
+  flood waits and network errors a few times itself; never raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from telegram import (
+    Bot,
+    InlineKeyboardMarkup,
+    InputFile,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+
+from bot.live import LiveProgress, live_for
+from bot.render import CaptionInfo, caption, result_markup
+from bot.texts import pick_language, t
+from core.jobs.delivery import DeliveredFile, DeliveryReceipt
+from core.logs import get_logger
+from core.models import Generation, JobKind, Output
+from core.runtime import Runtime
+from core.service import StudioService
+
+log = get_logger(__name__)
+
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+UPLOAD_MAX_BYTES = 50 * 1024 * 1024
+MEDIA_READ_TIMEOUT = 60.0
+MEDIA_WRITE_TIMEOUT = 120.0
+LINK_ATTEMPTS = 3
+_THREAD_GONE = "message thread not found"
+_NOT_MODIFIED = "message is not modified"
+
+
+class Undeliverable(Exception):
+    """Telegram will never accept this (a bad file, an unknown chat): not worth retrying."""
+
+
+# -- helpers shared with the result buttons ----------------------------------------------------
+
+
+async def requester_language(service: StudioService, user_id: int) -> str:
+    try:
+        user = await service.find_user(str(user_id))
+    except Exception:
+        log.warning("language of user unknown", user_id=user_id)
+        return pick_language(None)
+    return pick_language(user.language_code if user else None)
+
+
+async def character_names(service: StudioService, job: Generation) -> list[str]:
+    if not job.character_ids:
+        return []
+    owned, _total = await service.list_characters(job.requester_id, per_page=500)
+    by_id = {c.id: c.name for c in owned}
+    return [by_id[cid] for cid in job.character_ids if cid in by_id]
+
+
+def primary_output(job: Generation, outputs: list[Output]) -> Output | None:
+    """The output shown with the buttons: the first of the job's kind (else the first)."""
+    ordered = sorted(outputs, key=lambda o: o.position)
+    same = [o for o in ordered if o.kind is job.kind]
+    chosen = same or ordered
+    return chosen[0] if chosen else None
+
+
+def has_original(output: Output) -> bool:
+    """Is there more to the original than the media Telegram shows?"""
+    if output.kind is JobKind.IMAGE:
+        return True
+    return bool(output.delivery_path) and output.delivery_path != output.file_path
+
+
+async def read_file(path: str | None) -> bytes:
+    if not path:
+        raise Undeliverable("no file")
+    try:
+        return await asyncio.to_thread(Path(path).read_bytes)
+    except OSError as error:
+        raise Undeliverable(f"cannot read {Path(path).name}: {error.strerror}") from error
+
+
+def file_id_of(message: Message) -> str | None:
+    if message.photo:
+        return message.photo[-1].file_id
+    if message.video:
+        return message.video.file_id
+    if message.document:
+        return message.document.file_id
+    if message.animation:
+        return message.animation.file_id
+    return None
+
+
+def _reply(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id, allow_sending_without_reply=True)
+
+
+async def send_original(
+    bot: Bot,
+    job: Generation,
+    output: Output,
+    lang: str,
+    *,
+    reply_to: int | None,
+    chat_id: int | None = None,
+) -> Message:
+    """The original file of `output` as a document (raises Undeliverable when it cannot be)."""
+    path = Path(output.file_path)
+    try:
+        size = (await asyncio.to_thread(path.stat)).st_size
+    except OSError as error:
+        raise Undeliverable("original gone") from error
+    if size > UPLOAD_MAX_BYTES:
+        raise Undeliverable("original too big")
+    data = await read_file(output.file_path)
+    if output.width and output.height:
+        text = t("scenes.original_caption", lang, width=output.width, height=output.height)
+    else:
+        text = t("scenes.original_caption_plain", lang)
+    return await bot.send_document(
+        chat_id if chat_id is not None else job.chat_id,
+        InputFile(data, filename=path.name),
+        caption=text,
+        parse_mode=ParseMode.HTML,
+        message_thread_id=job.thread_id,
+        reply_parameters=_reply(reply_to),
+        disable_content_type_detection=True,
+        read_timeout=MEDIA_READ_TIMEOUT,
+        write_timeout=MEDIA_WRITE_TIMEOUT,
+    )
+
+
+# -- the deliverer ------------------------------------------------------------------------------
+
+
+class TelegramDeliverer:
+    """core.jobs.delivery.Deliverer on a PTB Bot."""
+
+    def __init__(self, bot: Bot, runtime: Runtime) -> None:
+        self.bot = bot
+        self.runtime = runtime
+        self.service = runtime.service
+
+    @property
+    def live(self) -> LiveProgress:
+        return live_for(self.runtime, self.bot)
+
+    async def _caption(self, job: Generation, output: Output, lang: str, link: str | None) -> str:
+        names = await character_names(self.service, job)
+        info = CaptionInfo(
+            scene=job.prompt_typed,
+            characters=names,
+            seed=job.seed,
+            link=link,
+            kind=output.kind,
+            operation=job.operation,
+        )
+        return caption(info, lang)
+
+    async def deliver(self, job: Generation, outputs: list[Output]) -> DeliveryReceipt:
+        where = {"job_id": str(job.id), "chat_id": job.chat_id}
+        primary = primary_output(job, outputs)
+        if primary is None:
+            log.warning("nothing to deliver", **where)
+            return DeliveryReceipt(message_id=None, error="the job has no outputs")
+        lang = await requester_language(self.service, job.requester_id)
+        text = await self._caption(job, primary, lang, primary.jellyfin_link)
+        markup = result_markup(
+            job.id, job.requester_id, primary.kind, lang, has_original=has_original(primary)
+        )
+        chat_id = job.chat_id
+        try:
+            try:
+                sent = await self._deliver_primary(job, primary, text, markup)
+            except ChatMigrated as migrated:
+                log.info("group became a supergroup", new_chat_id=migrated.new_chat_id, **where)
+                chat_id = migrated.new_chat_id
+                sent = await self._send_new(job, primary, text, markup, chat_id=chat_id)
+        except Forbidden as error:
+            log.info("result not delivered: no access to the chat", error=error.message, **where)
+            return DeliveryReceipt(message_id=None, error=f"forbidden: {error.message}")
+        except Undeliverable as error:
+            log.warning("result not deliverable", error=str(error), **where)
+            return DeliveryReceipt(message_id=None, error=str(error))
+        log.info("result delivered", message_id=sent.message_id, kind=primary.kind.value, **where)
+        files = [DeliveredFile(primary.id, sent.message_id, file_id_of(sent))]
+        for extra in sorted(outputs, key=lambda o: o.position):
+            if extra.id == primary.id:
+                continue
+            delivered = await self._send_extra(job, extra, sent.message_id, chat_id)
+            if delivered is not None:
+                files.append(delivered)
+        if primary.kind is JobKind.IMAGE and await self._send_original_setting(job):
+            await self._original_quietly(job, primary, lang, sent.message_id, chat_id)
+        return DeliveryReceipt(message_id=sent.message_id, files=files)
+
+    async def _send_original_setting(self, job: Generation) -> bool:
+        try:
+            chat = await self.service.chat_settings(job.chat_id)
+        except Exception:
+            log.warning("chat settings unknown", job_id=str(job.id), chat_id=job.chat_id)
+            return False
+        return chat.send_original
+
+    async def _deliver_primary(
+        self, job: Generation, output: Output, text: str, markup: InlineKeyboardMarkup | None
+    ) -> Message:
+        progress = job.progress_message_id
+        if progress is None:
+            return await self._send_new(job, output, text, markup)
+        async with self.live.take_over(job.chat_id, progress):
+            if output.kind is JobKind.IMAGE:
+                edited = await self._edit_into_photo(job, output, text, markup, progress)
+                if edited is not None:
+                    return edited
+            sent = await self._send_new(job, output, text, markup)
+            await self._delete_quietly(job.chat_id, progress)
+            return sent
+
+    async def _edit_into_photo(
+        self,
+        job: Generation,
+        output: Output,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        message_id: int,
+    ) -> Message | None:
+        """The progress message becomes the result photo; None when it cannot be edited."""
+        path = output.delivery_path or output.file_path
+        data = await read_file(path)
+        if len(data) > PHOTO_MAX_BYTES:
+            return None
+        media = InputMediaPhoto(
+            InputFile(data, filename=Path(path).name),
+            caption=text,
+            parse_mode=ParseMode.HTML,
+        )
+        try:
+            result = await self.bot.edit_message_media(
+                media,
+                chat_id=job.chat_id,
+                message_id=message_id,
+                reply_markup=markup,
+                read_timeout=MEDIA_READ_TIMEOUT,
+                write_timeout=MEDIA_WRITE_TIMEOUT,
+            )
+        except BadRequest as error:
+            log.info(
+                "progress message not editable into the result; sending it",
+                job_id=str(job.id),
+                error=error.message,
+            )
+            return None
+        self.live.note_message(job.chat_id)
+        return result if isinstance(result, Message) else None
+
+    async def _send_new(
+        self,
+        job: Generation,
+        output: Output,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        *,
+        chat_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> Message:
+        """Send `output` as a new message in the job's chat and topic."""
+        target = chat_id if chat_id is not None else job.chat_id
+        thread = job.thread_id
+        reply = reply_to if reply_to is not None else job.request_message_id
+        try:
+            return await self._send_media(target, thread, reply, output, text, markup)
+        except BadRequest as error:
+            if thread is not None and _THREAD_GONE in error.message.lower():
+                log.info("forum topic gone; sending to the chat", job_id=str(job.id))
+                return await self._send_media(target, None, None, output, text, markup)
+            raise Undeliverable(f"telegram refused: {error.message}") from error
+
+    async def _send_media(
+        self,
+        chat_id: int,
+        thread: int | None,
+        reply_to: int | None,
+        output: Output,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+    ) -> Message:
+        path = output.delivery_path or output.file_path
+        data = await read_file(path)
+        if len(data) > UPLOAD_MAX_BYTES:
+            raise Undeliverable(f"{output.kind.value} over 50 MB")
+        name = Path(path).name
+        reply = _reply(reply_to)
+        self.live.note_message(chat_id)
+        if output.kind is JobKind.VIDEO:
+            await self._action(chat_id, thread, ChatAction.UPLOAD_VIDEO)
+            thumb = None
+            if output.thumbnail_path:
+                try:
+                    thumb = InputFile(
+                        await read_file(output.thumbnail_path), filename="thumb.jpg", attach=True
+                    )
+                except Undeliverable:
+                    log.info("video thumbnail missing", output=str(output.id))
+            return await self.bot.send_video(
+                chat_id,
+                InputFile(data, filename=name),
+                duration=round(output.duration_s) if output.duration_s else None,
+                width=output.width,
+                height=output.height,
+                supports_streaming=True,
+                thumbnail=thumb,
+                caption=text,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+                message_thread_id=thread,
+                reply_parameters=reply,
+                read_timeout=MEDIA_READ_TIMEOUT,
+                write_timeout=MEDIA_WRITE_TIMEOUT,
+            )
+        if len(data) <= PHOTO_MAX_BYTES:
+            try:
+                return await self.bot.send_photo(
+                    chat_id,
+                    InputFile(data, filename=name),
+                    caption=text,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                    read_timeout=MEDIA_READ_TIMEOUT,
+                    write_timeout=MEDIA_WRITE_TIMEOUT,
+                )
+            except BadRequest as error:
+                if _THREAD_GONE in error.message.lower():
+                    raise
+                log.info("photo refused; sending it as a file", error=error.message)
+        return await self.bot.send_document(
+            chat_id,
+            InputFile(data, filename=name),
+            disable_content_type_detection=True,
+            caption=text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            message_thread_id=thread,
+            reply_parameters=reply,
+            read_timeout=MEDIA_READ_TIMEOUT,
+            write_timeout=MEDIA_WRITE_TIMEOUT,
+        )
+
+    async def _action(self, chat_id: int, thread: int | None, action: str) -> None:
+        try:
+            await self.bot.send_chat_action(chat_id, action, message_thread_id=thread)
+        except (BadRequest, NetworkError) as error:
+            log.info("chat action failed", error=str(error))
+
+    async def _delete_quietly(self, chat_id: int, message_id: int) -> None:
+        try:
+            await self.bot.delete_message(chat_id, message_id)
+        except TelegramError as error:
+            log.info("progress message not deleted", message_id=message_id, error=str(error))
+
+    async def _send_extra(
+        self, job: Generation, output: Output, reply_to: int, chat_id: int
+    ) -> DeliveredFile | None:
+        """A further output of the job (no buttons), replying to the main result."""
+        try:
+            sent = await self._send_new(job, output, "", None, chat_id=chat_id, reply_to=reply_to)
+        except (TelegramError, Undeliverable) as error:
+            log.warning("extra output not delivered", output=str(output.id), error=str(error))
+            return None
+        return DeliveredFile(output.id, sent.message_id, file_id_of(sent))
+
+    async def _original_quietly(
+        self, job: Generation, output: Output, lang: str, reply_to: int, chat_id: int
+    ) -> None:
+        try:
+            await send_original(self.bot, job, output, lang, reply_to=reply_to, chat_id=chat_id)
+            self.live.note_message(chat_id)
+        except (TelegramError, Undeliverable) as error:
+            # The result itself is delivered: never make core deliver it twice for this.
+            log.warning("original not sent", job_id=str(job.id), error=str(error))
+
+    async def library_linked(self, job: Generation, output: Output, link: str) -> None:
+        message_id = output.telegram_message_id or job.result_message_id
+        where = {"job_id": str(job.id), "chat_id": job.chat_id, "message_id": message_id}
+        if message_id is None:
+            log.info("library link not shown: the result was not delivered", **where)
+            return
+        lang = await requester_language(self.service, job.requester_id)
+        text = await self._caption(job, output, lang, link)
+        primary = output.telegram_message_id is None or output.telegram_message_id == (
+            job.result_message_id
+        )
+        markup = (
+            result_markup(
+                job.id, job.requester_id, output.kind, lang, has_original=has_original(output)
+            )
+            if primary
+            else None
+        )
+        for attempt in range(1, LINK_ATTEMPTS + 1):
+            try:
+                await self.bot.edit_message_caption(
+                    chat_id=job.chat_id,
+                    message_id=message_id,
+                    caption=text,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                )
+                self.live.note_message(job.chat_id)
+                log.info("library link added to the result", **where)
+                return
+            except BadRequest as error:
+                if _NOT_MODIFIED not in error.message.lower():
+                    log.info("library link not shown", error=error.message, **where)
+                return
+            except Forbidden as error:
+                log.info("library link not shown: no access", error=error.message, **where)
+                return
+            except RetryAfter as error:
+                wait = error.retry_after
+                seconds = wait if isinstance(wait, int | float) else wait.total_seconds()
+                await asyncio.sleep(min(float(seconds), 30.0))
+            except NetworkError as error:
+                log.info("library link edit failed", attempt=attempt, error=str(error), **where)
+                await asyncio.sleep(2.0 * attempt)
+            except TelegramError as error:
+                log.warning("library link edit failed", error=str(error), **where)
+                return
+        log.warning("library link not shown after retries", **where)

@@ -1,0 +1,476 @@
+"""Scenes: /image, /video, /animate, the character picker and "use in a scene".
+
+- `/image <scene>` and `/video <scene>`: characters named in the text (`Name` or `@Name`) are
+  used directly (`service.match_characters`); when none is named and the user has characters,
+  a multi-select picker asks who is in the scene (the picker message then becomes the job's
+  progress message). Options (`--ar 16:9`, `--seed 42`, ...) are checked before the picker;
+  a bad one is answered with core's message.
+- `/animate [what happens]` replying to a delivered image turns it into a video.
+- The `scene` button of a character card (bot.keyboards.SCENE, from bot/handlers/characters.py)
+  asks for the scene text (the next message in a private chat, a reply in a group); the
+  character is preselected. Replying `/video ...` to that question makes a video instead.
+
+Every job gets one progress message (`bot.live.LiveProgress.post`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from telegram import Message, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot import keyboards as kb
+from bot.context import (
+    Context,
+    Who,
+    ask_markup,
+    check_owner,
+    reply,
+    report_error,
+    runtime_of,
+    service_of,
+    stale_button,
+    toast,
+    who,
+)
+from bot.live import live_for
+from bot.render import (
+    PICK_DONE,
+    PICK_STOP,
+    PICK_TOGGLE,
+    isolate,
+    picker_markup,
+    trim_text,
+)
+from bot.texts import t, t_plain
+from core import director
+from core.errors import AnimeBotError, InvalidInput
+from core.logs import get_logger
+from core.models import JobKind
+
+log = get_logger(__name__)
+
+PENDING_KEY = "scenes.pending"
+PICKER_LIMIT = 96  # characters shown in the picker (Telegram allows 100 buttons)
+MAX_DRAFTS = 2000
+WAIT_TTL_S = 15 * 60.0
+SCENE_PREVIEW = 300
+
+
+@dataclass
+class PickerDraft:
+    """A scene waiting for its characters (keyed by the picker message)."""
+
+    user_id: int
+    kind: JobKind
+    text: str
+    request_message_id: int | None
+    characters: list[tuple[UUID, str]]
+    selected: set[UUID] = field(default_factory=set)
+
+
+@dataclass
+class SceneWait:
+    """A user asked to make a scene with a character: the next text is the scene."""
+
+    character_id: UUID
+    prompt_message_id: int
+    at: float
+
+
+class PendingScenes:
+    """In-memory state of unfinished scene requests (lost on restart: buttons then say so)."""
+
+    def __init__(self) -> None:
+        self.pickers: OrderedDict[tuple[int, int], PickerDraft] = OrderedDict()
+        self.waiting: OrderedDict[tuple[int, int], SceneWait] = OrderedDict()
+
+    def add_picker(self, chat_id: int, message_id: int, draft: PickerDraft) -> None:
+        self.pickers[(chat_id, message_id)] = draft
+        while len(self.pickers) > MAX_DRAFTS:
+            self.pickers.popitem(last=False)
+
+    def wait(self, chat_id: int, user_id: int, wait: SceneWait) -> None:
+        self.waiting[(chat_id, user_id)] = wait
+        self.waiting.move_to_end((chat_id, user_id))
+        while len(self.waiting) > MAX_DRAFTS:
+            self.waiting.popitem(last=False)
+
+    def waiting_for(self, message: Message) -> SceneWait | None:
+        """The wait `message` answers: any message in a private chat, a reply in a group."""
+        user = message.from_user
+        if user is None:
+            return None
+        wait = self.waiting.get((message.chat_id, user.id))
+        if wait is None:
+            return None
+        if time.monotonic() - wait.at > WAIT_TTL_S:
+            self.waiting.pop((message.chat_id, user.id), None)
+            return None
+        if message.chat.type == "private":
+            return wait
+        replied = message.reply_to_message
+        if replied is not None and replied.message_id == wait.prompt_message_id:
+            return wait
+        return None
+
+    def take_wait(self, message: Message) -> SceneWait | None:
+        wait = self.waiting_for(message)
+        if wait is not None and message.from_user is not None:
+            self.waiting.pop((message.chat_id, message.from_user.id), None)
+        return wait
+
+
+class _AnswersSceneQuestion(filters.MessageFilter):
+    """Text messages that answer a "what happens in the scene?" question."""
+
+    def __init__(self, pending: PendingScenes) -> None:
+        super().__init__(name="answers_scene_question")
+        self.pending = pending
+
+    def filter(self, message: Message) -> bool:
+        return self.pending.waiting_for(message) is not None
+
+
+def pending_of(context: Context) -> PendingScenes:
+    pending: PendingScenes = context.bot_data[PENDING_KEY]
+    return pending
+
+
+def command_text(message: Message) -> str:
+    """The text after the leading /command (and its @bot)."""
+    text = message.text or message.caption or ""
+    if not text.startswith("/"):
+        return text.strip()
+    parts = text.split(maxsplit=1)
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+# -- starting scenes ------------------------------------------------------------------------------
+
+
+async def start_scene(
+    update: Update,
+    context: Context,
+    kind: JobKind,
+    text: str,
+    *,
+    preselected: list[UUID] | None = None,
+) -> None:
+    """Check the request, find its characters (or ask), queue it and post its progress."""
+    asker = await who(update, context)
+    message = update.effective_message
+    assert message is not None
+    if not text:
+        await reply(update, t(f"scenes.usage_{kind.value}", asker.lang))
+        return
+    service = service_of(context)
+    try:
+        director.parse_scene_request(text, kind=kind.value)  # bad options: say so before asking
+    except InvalidInput as error:
+        log.info("scene refused", reason=str(error), user_id=asker.user_id)
+        await report_error(update, error, asker.lang)
+        return
+    ids = list(preselected or [])
+    for character in await service.match_characters(asker.user_id, text):
+        if character.id not in ids:
+            ids.append(character.id)
+    if not ids:
+        owned, _total = await service.list_characters(asker.user_id, per_page=PICKER_LIMIT)
+        if owned:
+            await ask_characters(update, context, asker, kind, text, owned_pairs(owned))
+            return
+    await enqueue(update, context, asker, kind, text, ids, request_message_id=message.message_id)
+
+
+def owned_pairs(owned: list[Any]) -> list[tuple[UUID, str]]:
+    return [(c.id, c.name) for c in owned]
+
+
+async def ask_characters(
+    update: Update,
+    context: Context,
+    asker: Who,
+    kind: JobKind,
+    text: str,
+    characters: list[tuple[UUID, str]],
+) -> None:
+    message = update.effective_message
+    assert message is not None
+    scene = isolate(trim_text(text, SCENE_PREVIEW))
+    picker = await reply(
+        update,
+        t("scenes.pick_characters", asker.lang, scene=scene),
+        markup=picker_markup(characters, set(), asker.user_id, asker.lang),
+        quote=True,
+    )
+    pending_of(context).add_picker(
+        picker.chat_id,
+        picker.message_id,
+        PickerDraft(asker.user_id, kind, text, message.message_id, characters),
+    )
+    log.info("asked for the characters of a scene", user_id=asker.user_id, kind=kind.value)
+
+
+async def enqueue(
+    update: Update,
+    context: Context,
+    asker: Who,
+    kind: JobKind,
+    text: str,
+    character_ids: list[UUID],
+    *,
+    request_message_id: int | None,
+    reuse_message: Message | None = None,
+) -> bool:
+    """Queue the scene and post its progress message. False (and the user told) on refusal."""
+    service = service_of(context)
+    try:
+        ticket = await service.request_scene(
+            asker.actor,
+            kind,
+            text,
+            character_ids=character_ids,
+            request_message_id=request_message_id,
+        )
+    except AnimeBotError as error:
+        log.info("scene refused", reason=str(error), user_id=asker.user_id)
+        if reuse_message is not None:
+            await _close_picker(
+                reuse_message, t("common.failed", asker.lang, message=error.user_message)
+            )
+            if update.callback_query is not None:
+                await toast(update, error.user_message)
+            return False
+        await report_error(update, error, asker.lang)
+        return False
+    live = live_for(runtime_of(context), context.bot)
+    await live.post(
+        ticket,
+        lang=asker.lang,
+        reply_to=request_message_id,
+        reuse_message_id=reuse_message.message_id if reuse_message is not None else None,
+    )
+    log.info(
+        "scene queued",
+        job_id=str(ticket.job.id),
+        kind=kind.value,
+        characters=len(character_ids),
+        position=ticket.position,
+    )
+    return True
+
+
+async def _close_picker(message: Message, text: str) -> None:
+    try:
+        await message.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=None)
+    except BadRequest as error:
+        log.info("picker not closed", error=error.message)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def image_command(update: Update, context: Context) -> None:
+    await _scene_command(update, context, JobKind.IMAGE)
+
+
+async def video_command(update: Update, context: Context) -> None:
+    await _scene_command(update, context, JobKind.VIDEO)
+
+
+async def _scene_command(update: Update, context: Context, kind: JobKind) -> None:
+    message = update.effective_message
+    if message is None:
+        return
+    wait = pending_of(context).take_wait(message)
+    preselected = [wait.character_id] if wait is not None else None
+    await start_scene(update, context, kind, command_text(message), preselected=preselected)
+
+
+async def animate_command(update: Update, context: Context) -> None:
+    asker = await who(update, context)
+    message = update.effective_message
+    if message is None:
+        return
+    replied = message.reply_to_message
+    if replied is None:
+        await reply(update, t("scenes.usage_animate", asker.lang))
+        return
+    service = service_of(context)
+    job = await service.job_for_message(message.chat_id, replied.message_id)
+    if job is None or job.kind is not JobKind.IMAGE:
+        log.info("animate: not a result image", message_id=replied.message_id)
+        await reply(update, t("scenes.animate_not_result", asker.lang))
+        return
+    text = command_text(message)
+    try:
+        if text:
+            director.parse_scene_request(text, kind=JobKind.VIDEO.value)
+        ticket = await service.animate(
+            asker.actor, job.id, text=text, request_message_id=message.message_id
+        )
+    except AnimeBotError as error:
+        log.info("animate refused", reason=str(error), job_id=str(job.id))
+        await report_error(update, error, asker.lang)
+        return
+    live = live_for(runtime_of(context), context.bot)
+    await live.post(ticket, lang=asker.lang, reply_to=message.message_id)
+    log.info("animation queued", job_id=str(ticket.job.id), parent=str(job.id))
+
+
+async def scene_answer(update: Update, context: Context) -> None:
+    """The text answering "what happens in the scene with X?"."""
+    message = update.effective_message
+    if message is None:
+        return
+    wait = pending_of(context).take_wait(message)
+    if wait is None:
+        return
+    await start_scene(
+        update,
+        context,
+        JobKind.IMAGE,
+        (message.text or "").strip(),
+        preselected=[wait.character_id],
+    )
+
+
+# -- buttons ---------------------------------------------------------------------------------------
+
+
+async def _picker(update: Update, context: Context) -> tuple[kb.Callback, PickerDraft] | None:
+    """The picker draft under the pressed button, after the owner check (else answered)."""
+    query = update.callback_query
+    callback = kb.decode(query.data if query else None)
+    if query is None or callback is None or not isinstance(query.message, Message):
+        await stale_button(update)
+        return None
+    if not await check_owner(update, callback):
+        return None
+    key = (query.message.chat_id, query.message.message_id)
+    draft = pending_of(context).pickers.get(key)
+    if draft is None or draft.user_id != callback.owner:
+        asker = await who(update, context)
+        log.info("picker expired", message_id=query.message.message_id)
+        await toast(update, t_plain("scenes.pick_expired", asker.lang))
+        return None
+    return callback, draft
+
+
+async def pick_toggle(update: Update, context: Context) -> None:
+    found = await _picker(update, context)
+    if found is None:
+        return
+    callback, draft = found
+    asker = await who(update, context)
+    character_id = callback.uuid(0)
+    if character_id not in {cid for cid, _ in draft.characters}:
+        await stale_button(update)
+        return
+    draft.selected ^= {character_id}
+    query = update.callback_query
+    assert query is not None
+    await toast(update, "")
+    try:
+        await query.edit_message_reply_markup(
+            picker_markup(draft.characters, draft.selected, asker.user_id, asker.lang)
+        )
+    except BadRequest as error:
+        if "not modified" not in error.message.lower():
+            raise
+
+
+async def pick_done(update: Update, context: Context) -> None:
+    found = await _picker(update, context)
+    if found is None:
+        return
+    _callback, draft = found
+    asker = await who(update, context)
+    query = update.callback_query
+    assert query is not None and isinstance(query.message, Message)
+    pending_of(context).pickers.pop((query.message.chat_id, query.message.message_id), None)
+    order = [cid for cid, _ in draft.characters if cid in draft.selected]
+    started = await enqueue(
+        update,
+        context,
+        asker,
+        draft.kind,
+        draft.text,
+        order,
+        request_message_id=draft.request_message_id,
+        reuse_message=query.message,
+    )
+    if started:
+        await toast(update, t_plain("scenes.started_toast", asker.lang))
+
+
+async def pick_stop(update: Update, context: Context) -> None:
+    found = await _picker(update, context)
+    if found is None:
+        return
+    asker = await who(update, context)
+    query = update.callback_query
+    assert query is not None and isinstance(query.message, Message)
+    pending_of(context).pickers.pop((query.message.chat_id, query.message.message_id), None)
+    await toast(update, "")
+    await _close_picker(query.message, t("scenes.pick_cancelled", asker.lang))
+
+
+async def scene_button(update: Update, context: Context) -> None:
+    """`scene` on a character card: ask for the scene, with the character preselected."""
+    query = update.callback_query
+    callback = kb.decode(query.data if query else None)
+    if query is None or callback is None or callback.action is not kb.SCENE:
+        await stale_button(update)
+        return
+    if not await check_owner(update, callback):
+        return
+    asker = await who(update, context)
+    try:
+        character = await service_of(context).get_character(asker.actor, callback.uuid(0))
+    except AnimeBotError as error:
+        await report_error(update, error, asker.lang)
+        return
+    await toast(update, t_plain("scenes.ask_toast", asker.lang))
+    question = await reply(
+        update,
+        t("scenes.ask_scene", asker.lang, name=isolate(character.name)),
+        markup=ask_markup(update, t_plain("scenes.ask_placeholder", asker.lang)),
+    )
+    pending_of(context).wait(
+        asker.chat_id,
+        asker.user_id,
+        SceneWait(character.id, question.message_id, time.monotonic()),
+    )
+    log.info("asked for a scene", character_id=str(character.id), user_id=asker.user_id)
+
+
+def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    pending = PendingScenes()
+    app.bot_data[PENDING_KEY] = pending
+    app.add_handler(CommandHandler("image", image_command))
+    app.add_handler(CommandHandler("video", video_command))
+    app.add_handler(CommandHandler("animate", animate_command))
+    app.add_handler(CallbackQueryHandler(pick_toggle, pattern=PICK_TOGGLE.pattern))
+    app.add_handler(CallbackQueryHandler(pick_done, pattern=PICK_DONE.pattern))
+    app.add_handler(CallbackQueryHandler(pick_stop, pattern=PICK_STOP.pattern))
+    app.add_handler(CallbackQueryHandler(scene_button, pattern=kb.SCENE.pattern))
+    app.add_handler(
+        MessageHandler(
+            filters.TEXT & ~filters.COMMAND & _AnswersSceneQuestion(pending), scene_answer
+        )
+    )

@@ -1,0 +1,42 @@
+"""Fixtures of the end-to-end tests: the real bot against the fakes (see harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import BotHarness, harness_settings
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.telegram import FakeTelegram
+
+MakeBot = Callable[..., Awaitable[BotHarness]]
+
+
+@pytest.fixture
+async def make_bot(
+    fake_telegram: FakeTelegram, fake_comfy: FakeComfyUI, pg_dsn: str, tmp_path: Path
+) -> AsyncIterator[MakeBot]:
+    """`bot = await make_bot(**settings)`: start the real bot with setting overrides."""
+    started: list[BotHarness] = []
+
+    async def make(**overrides: Any) -> BotHarness:
+        settings = harness_settings(
+            fake_telegram, fake_comfy.base_url, pg_dsn, tmp_path / "data", **overrides
+        )
+        harness = BotHarness(fake_telegram, settings)
+        await harness.start()
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in reversed(started):
+        await harness.close()
+
+
+@pytest.fixture
+async def bot_harness(make_bot: MakeBot) -> BotHarness:
+    """The bot with default settings, started and polling."""
+    return await make_bot()

@@ -1,0 +1,212 @@
+"""The real bot, in-process, against the fake Bot API, the fake ComfyUI and a real PostgreSQL.
+
+    bot = await make_bot(admin_user_ids=[admin.id])     # or the `bot_harness` fixture
+    alice = bot.fake.user("Alice"); chat = bot.fake.private_chat(alice)
+    sent = bot.send(chat, alice, "/start")
+    answer = await bot.wait_reply(sent, contains="Anime Studio")
+    query = bot.click(chat, alice, answer, "Delete")   # press the button whose label matches
+    await bot.wait_toast(query)
+
+`run_bot` runs in a task with a stop event, exactly as `animebot run` runs it; `close()` sets the
+event and waits for a clean shutdown (and fails the test if the bot crashed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.app import run_bot
+from core.runtime import Runtime
+from core.settings import Settings, load_settings
+from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, JSONDict, StoredMessage
+
+STARTUP_TIMEOUT_S = 20.0
+SHUTDOWN_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message a test user wrote (visible: the bot receives it despite privacy mode)."""
+
+    chat: FakeChat
+    user: FakeUser
+    message_id: int
+    visible: bool
+    thread_id: int | None = None
+
+
+def harness_settings(
+    fake: FakeTelegram, comfy_url: str, dsn: str, data_dir: Path, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "telegram_bot_token": fake.token,
+        "telegram_api_base_url": fake.api_url,
+        "telegram_file_base_url": fake.file_url,
+        "database_url": dsn,
+        "data_dir": data_dir,
+        "comfyui_urls": comfy_url,
+        "admin_user_ids": [],
+        "allowed_chat_ids": [],
+        "jellyfin_url": None,
+        "music_dir": None,
+        "itunes_enabled": False,
+        "status_port": 0,
+        "telegram_webhook_url": None,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+class BotHarness:
+    def __init__(self, fake: FakeTelegram, settings: Settings) -> None:
+        self.fake = fake
+        self.settings = settings
+        self.stop_event = asyncio.Event()
+        self.runtime: Runtime | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.runtime = await Runtime.start(self.settings, role="run")
+        self.task = asyncio.create_task(
+            run_bot(self.settings, self.runtime, self.stop_event), name="run_bot"
+        )
+        receiving = "setWebhook" if self.settings.telegram_webhook_url else "getUpdates"
+
+        def ready() -> bool:
+            assert self.task is not None
+            if self.task.done():
+                self.task.result()  # raises what stopped the bot
+                raise AssertionError("run_bot returned during start-up")
+            return bool(
+                [c for c in self.fake.calls_of(receiving) if receiving == "getUpdates" or c.ok]
+            )
+
+        await self.fake.wait_for(ready, STARTUP_TIMEOUT_S, what=f"the bot calling {receiving}")
+
+    async def close(self) -> None:
+        self.stop_event.set()
+        try:
+            if self.task is not None:
+                await asyncio.wait_for(self.task, SHUTDOWN_TIMEOUT_S)
+        finally:
+            if self.runtime is not None:
+                await self.runtime.stop()
+
+    @property
+    def service(self) -> Any:
+        assert self.runtime is not None
+        return self.runtime.service
+
+    # -- acting as users --------------------------------------------------------------------------
+    def send(
+        self,
+        chat: FakeChat,
+        user: FakeUser,
+        text: str | None = None,
+        *,
+        reply_to: StoredMessage | int | None = None,
+        thread_id: int | None = None,
+        **kwargs: Any,
+    ) -> Sent:
+        """`user` writes in `chat` (photo=..., document=..., caption=... as in inject_message)."""
+        reply_id = reply_to.message_id if isinstance(reply_to, StoredMessage) else reply_to
+        update = self.fake.inject_message(
+            chat, user, text, reply_to=reply_id, thread_id=thread_id, **kwargs
+        )
+        mine = [m for m in self.fake.messages.values() if m.chat.id == chat.id and not m.from_bot]
+        message = max(mine, key=lambda m: m.message_id)
+        return Sent(chat, user, message.message_id, update is not None, message.thread_id)
+
+    def press(self, chat: FakeChat, user: FakeUser, message: StoredMessage | int, data: str) -> str:
+        """`user` presses a button with callback `data` under `message`; returns the query id."""
+        message_id = message.message_id if isinstance(message, StoredMessage) else message
+        update = self.fake.inject_callback(chat, user, message_id, data)
+        query: JSONDict = update["callback_query"]
+        return str(query["id"])
+
+    def click(self, chat: FakeChat, user: FakeUser, message: StoredMessage, label: str) -> str:
+        """Press the (only) button of `message` whose label contains `label`."""
+        return self.press(chat, user, message, button_data(message, label))
+
+    # -- waiting for the bot ----------------------------------------------------------------------
+    async def wait_reply(
+        self,
+        after: Sent,
+        *,
+        contains: str | None = None,
+        where: Callable[[StoredMessage], bool] | None = None,
+        timeout: float = 5.0,
+    ) -> StoredMessage:
+        """The first bot message in the chat of `after`, sent after it, matching the filters."""
+
+        def find() -> StoredMessage | None:
+            for message in self.fake.bot_messages(after.chat.id):
+                if message.message_id <= after.message_id or message.deleted:
+                    continue
+                if contains is not None and contains not in (message.content or ""):
+                    continue
+                if where is not None and not where(message):
+                    continue
+                return message
+            return None
+
+        return await self.fake.wait_for(
+            find, timeout, what=f"a reply containing {contains!r} in chat {after.chat.id}"
+        )
+
+    async def wait_toast(self, query_id: str, timeout: float = 5.0) -> str:
+        """The text of the answer to callback query `query_id` ('' when answered silently)."""
+        answer = await self.fake.wait_for(
+            lambda: self.fake.callback_answers.get(query_id), timeout, what="a callback answer"
+        )
+        return str(answer.get("text") or "")
+
+    async def wait_content(
+        self, message: StoredMessage, contains: str, timeout: float = 5.0
+    ) -> StoredMessage:
+        """Wait until `message` (e.g. after an edit) shows `contains`."""
+        return await self.fake.wait_for(
+            lambda: message if contains in (message.content or "") else None,
+            timeout,
+            what=f"message {message.message_id} to show {contains!r}",
+        )
+
+    async def settle(self, seconds: float = 0.3) -> None:
+        """Give the bot time to (not) react, for negative assertions."""
+        await asyncio.sleep(seconds)
+
+    def replies_after(self, after: Sent) -> list[StoredMessage]:
+        return [
+            m
+            for m in self.fake.bot_messages(after.chat.id)
+            if m.message_id > after.message_id and not m.deleted
+        ]
+
+
+def buttons(message: StoredMessage) -> list[tuple[str, str]]:
+    """(label, callback_data) of every inline button of the message, row by row."""
+    markup = message.reply_markup or {}
+    return [
+        (str(b.get("text")), str(b.get("callback_data")))
+        for row in markup.get("inline_keyboard", [])
+        for b in row
+        if "callback_data" in b
+    ]
+
+
+def button_data(message: StoredMessage, label: str) -> str:
+    found = [data for text, data in buttons(message) if label in text]
+    if len(found) != 1:
+        raise AssertionError(f"{len(found)} buttons match {label!r}: {buttons(message)}")
+    return found[0]
+
+
+def job_prefix(text: str) -> list[str]:
+    """The short job ids shown in a /queue answer."""
+    return re.findall(r"\b[0-9a-f]{8}\b", text)

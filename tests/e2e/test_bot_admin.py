@@ -1,0 +1,55 @@
+"""Bot admin commands: /stats, /quota, /ban, /unban (ADMIN_USER_IDS only)."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import MakeBot
+from tests.e2e.harness import BotHarness
+from tests.fakes.telegram import FakeTelegram
+
+
+async def test_admin_commands_are_for_admins_only(bot_harness: BotHarness) -> None:
+    bot = bot_harness
+    mallory = bot.fake.user("Mallory")
+    chat = bot.fake.private_chat(mallory)
+    for command in ("/stats", "/quota 1 5", "/ban 1", "/unban 1"):
+        reply = await bot.wait_reply(bot.send(chat, mallory, command))
+        assert reply.content == "This command is only for the bot's admins."
+
+
+async def test_stats_quota_ban_unban(make_bot: MakeBot, fake_telegram: FakeTelegram) -> None:
+    boss = fake_telegram.user("Boss", username="boss")
+    bot = await make_bot(admin_user_ids=[boss.id], daily_quota=7)
+    alice = bot.fake.user("Alice", username="alice_a")
+    alice_chat, boss_chat = bot.fake.private_chat(alice), bot.fake.private_chat(boss)
+    welcome = await bot.wait_reply(bot.send(alice_chat, alice, "/start"))
+
+    stats = await bot.wait_reply(bot.send(boss_chat, boss, "/stats"), contains="Statistics")
+    assert "Users: 2" in (stats.content or "")
+    help_text = await bot.wait_reply(bot.send(boss_chat, boss, "/help"), contains="Admin")
+    assert "/quota" in (help_text.content or "")
+
+    usage = await bot.wait_reply(bot.send(boss_chat, boss, "/quota alice_a"), contains="Usage")
+    assert "/quota <user id or @username>" in (usage.content or "")
+    bad = await bot.wait_reply(bot.send(boss_chat, boss, "/quota @alice_a lots"))
+    assert "whole number" in (bad.content or "")
+    unknown = await bot.wait_reply(bot.send(boss_chat, boss, "/quota @nobody_here 3"))
+    assert "never seen @nobody_here" in (unknown.content or "")
+    done = await bot.wait_reply(bot.send(boss_chat, boss, "/quota @alice_a 3"))
+    assert done.content == f"Daily quota of @alice_a ({alice.id}) is now 3."
+    assert (await bot.service.find_user("alice_a")).daily_quota == 3
+    back = await bot.wait_reply(bot.send(boss_chat, boss, f"/quota {alice.id} default"))
+    assert "the default (7)" in (back.content or "")
+    assert (await bot.service.find_user(str(alice.id))).daily_quota is None
+
+    banned = await bot.wait_reply(bot.send(boss_chat, boss, "/ban @alice_a"))
+    assert banned.content == f"@alice_a ({alice.id}) is banned."
+    refused = await bot.wait_reply(bot.send(alice_chat, alice, "/characters"))
+    assert refused.content == "You are not allowed to use this bot."
+    press = bot.press(alice_chat, alice, welcome, f"v1|chl|{alice.id}|0")
+    assert await bot.wait_toast(press) == "You are not allowed to use this bot."
+    no_self_ban = await bot.wait_reply(bot.send(boss_chat, boss, "/ban @boss"))
+    assert no_self_ban.content == "Admins cannot be banned."
+
+    unbanned = await bot.wait_reply(bot.send(boss_chat, boss, f"/unban {alice.id}"))
+    assert "no longer banned" in (unbanned.content or "")
+    await bot.wait_reply(bot.send(alice_chat, alice, "/characters"), contains="no characters")
