@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -158,26 +159,26 @@ class Callback:
     """Decoded, schema-checked callback data."""
 
     action: Action
-    owner: int | None
+    owner: builtins.int | None
     args: tuple[ArgValue, ...] = field(default=())
 
     @property
     def name(self) -> str:
         return self.action.name
 
-    def int(self, index: int) -> int:
+    def int(self, index: builtins.int) -> builtins.int:
         value = self.args[index]
         if not isinstance(value, int):
             raise TypeError(f"arg {index} of {self.name} is not an int")
         return value
 
-    def uuid(self, index: int) -> UUID:
+    def uuid(self, index: builtins.int) -> UUID:
         value = self.args[index]
         if not isinstance(value, UUID):
             raise TypeError(f"arg {index} of {self.name} is not a uuid")
         return value
 
-    def word(self, index: int) -> str:
+    def word(self, index: builtins.int) -> str:
         value = self.args[index]
         if not isinstance(value, str):
             raise TypeError(f"arg {index} of {self.name} is not a word")

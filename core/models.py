@@ -122,6 +122,7 @@ class Generation(Row):
     workflow: str
     params: dict[str, Any]
     seed: int | None
+    soundtrack: dict[str, Any] | None = None
     backend: str | None
     attempts: int
     status: JobState

@@ -41,6 +41,7 @@ from core.models import (
     Role,
     User,
 )
+from core.music.service import MusicService, SoundtrackChoice
 from core.settings import Settings
 from core.states import CANCELLABLE, JobState
 from core.workflows.patch import even_scaled_size
@@ -138,6 +139,7 @@ class StudioService:
             frozenset(settings.allowed_chat_ids), frozenset(settings.admin_user_ids)
         )
         self.capacity = max(1, len(settings.comfyui_urls) * settings.comfyui_max_in_flight)
+        self.music = MusicService(settings)
 
     # -- people and access -------------------------------------------------------------
 
@@ -325,8 +327,12 @@ class StudioService:
         *,
         character_ids: list[UUID] | None = None,
         request_message_id: int | None = None,
+        soundtrack: SoundtrackChoice | None = None,
     ) -> JobTicket:
+        """Queue a scene. A soundtrack (only for videos) is mixed into the delivered video."""
         request = director.parse_scene_request(text, kind=kind.value)
+        if soundtrack is not None and kind is not JobKind.VIDEO:
+            raise InvalidInput("soundtrack on image", user_message="Only videos get music.")
         chat = await self.chat_settings(actor.chat_id)
         characters = await char_db.get_characters(self.db, character_ids or [])
         characters = [c for c in characters if c.owner_id == actor.user_id]
@@ -355,6 +361,7 @@ class StudioService:
             plan=plan,
             character_ids=[c.id for c in characters],
             request_message_id=request_message_id,
+            soundtrack=soundtrack,
         )
 
     async def _enqueue(
@@ -369,6 +376,7 @@ class StudioService:
         character_ids: list[UUID],
         request_message_id: int | None,
         parent_id: UUID | None = None,
+        soundtrack: SoundtrackChoice | None = None,
     ) -> JobTicket:
         job_id = uuid.uuid4()
         today = datetime.now(UTC).date()
@@ -403,6 +411,7 @@ class StudioService:
                 workflow=workflow,
                 params=plan.params,
                 seed=plan.seed,
+                soundtrack=soundtrack.to_json() if soundtrack else None,
             )
         log.info("job queued", job_id=str(job.id), kind=kind.value, workflow=workflow)
         position = await gen_db.queue_position(self.db, job.id)
@@ -586,6 +595,20 @@ class StudioService:
             limit=per_page,
             offset=page * per_page,
         )
+
+    # -- soundtracks -----------------------------------------------------------------------
+
+    @property
+    def music_available(self) -> bool:
+        return self.music.available
+
+    async def search_soundtracks(self, query: str) -> list[SoundtrackChoice]:
+        """Local files and (when enabled) iTunes previews matching the query."""
+        query = clean_text(query, limit=200, field="music search")
+        return await self.music.search(query)
+
+    async def soundtrack_from_upload(self, data: bytes, filename: str) -> SoundtrackChoice:
+        return await self.music.store_upload(data, filename)
 
     # -- admin ----------------------------------------------------------------------------
 

@@ -172,9 +172,14 @@ CREATE TABLE backends (
 );
 
 -- Dispatch order of queued jobs, fair across requesters: every requester's n-th queued job
--- (turn n) comes before anyone's (n+1)-th; within a turn, the oldest first.
+-- (turn n) comes before anyone's (n+1)-th; within a turn, the requester served longest ago
+-- (served_at: their last dispatch, NULL = never) first, then the oldest. Ordering a turn by
+-- age alone degrades to FIFO when jobs are dispatched one at a time.
+-- Sort: ORDER BY turn, served_at NULLS FIRST, created_at, id.
 CREATE VIEW queue_order AS
 SELECT g.id, g.requester_id, g.workflow, g.created_at,
-       row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn
+       row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn,
+       (SELECT max(p.submitted_at) FROM generations p
+        WHERE p.requester_id = g.requester_id AND p.status <> 'queued') AS served_at
 FROM generations g
 WHERE g.status = 'queued' AND NOT g.cancel_requested;

@@ -22,8 +22,8 @@ _FINAL = [state.value for state in FINAL_STATES]
 _INSERT = """
 INSERT INTO generations (id, requester_id, chat_id, thread_id, request_message_id, kind,
     operation, parent_id, prompt_typed, prompt_positive, prompt_negative, character_ids,
-    workflow, params, seed)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    workflow, params, seed, soundtrack)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING *
 """
 
@@ -51,6 +51,7 @@ async def create_generation(
     character_ids: list[UUID] | None = None,
     params: dict[str, Any] | None = None,
     seed: int | None = None,
+    soundtrack: dict[str, Any] | None = None,
 ) -> Generation:
     """Insert a queued job and its first event, in one transaction."""
     async with transaction(db) as conn:
@@ -71,6 +72,7 @@ async def create_generation(
             workflow,
             params or {},
             seed,
+            soundtrack,
         )
         await conn.execute(_EVENT, id, None, JobState.QUEUED.value, {})
         await conn.execute("SELECT pg_notify('animebot_queue', $1)", str(id))
@@ -228,7 +230,7 @@ async def request_cancel(db: Executor, job_id: UUID) -> Generation | None:
 _NEXT_QUEUED = """
 SELECT g.* FROM queue_order q JOIN generations g ON g.id = q.id
 WHERE q.workflow <> ALL($2::text[])
-ORDER BY q.turn, q.created_at, q.id
+ORDER BY q.turn, q.served_at NULLS FIRST, q.created_at, q.id
 LIMIT $1
 """
 
@@ -242,7 +244,8 @@ async def next_queued(
 
 
 _POSITIONS = """
-SELECT id, row_number() OVER (ORDER BY turn, created_at, id) AS position FROM queue_order
+SELECT id, row_number() OVER (ORDER BY turn, served_at NULLS FIRST, created_at, id)
+    AS position FROM queue_order
 """
 
 
@@ -254,7 +257,8 @@ async def queue_positions(db: Executor) -> dict[UUID, int]:
 
 async def queue_position(db: Executor, job_id: UUID) -> int | None:
     position: int | None = await db.fetchval(
-        "SELECT position FROM (SELECT id, row_number() OVER (ORDER BY turn, created_at, id)"
+        "SELECT position FROM (SELECT id, row_number() OVER"
+        " (ORDER BY turn, served_at NULLS FIRST, created_at, id)"
         " AS position FROM queue_order) p WHERE id = $1",
         job_id,
     )

@@ -39,6 +39,17 @@ class BackendHandle:
     def down_for(self, now: float) -> float:
         return 0.0 if self.down_since is None else now - self.down_since
 
+    def mark_down(self, error: str) -> bool:
+        """A request to this backend just failed: route nothing new to it until a health check
+        says it is back (else every job claimed meanwhile fails and is requeued, in a loop).
+        Returns True when this changed its health."""
+        was_healthy = self.healthy
+        self.healthy = False
+        self.last_error = error
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        return was_healthy
+
 
 class BackendPool:
     """All configured backends; `check_all()` refreshes health and node support."""
@@ -78,6 +89,12 @@ class BackendPool:
             h for h in self.handles.values()
             if h.healthy and (workflow is None or h.supports(workflow))
         ]
+
+    def report_down(self, handle: BackendHandle, error: str) -> None:
+        """Called by a runner whose request failed: mark it down, re-check it right away."""
+        if handle.mark_down(error):
+            log.warning("backend unreachable", backend=handle.url, error=error)
+        self.changed.set()
 
     async def check(self, handle: BackendHandle) -> None:
         was_healthy = handle.healthy

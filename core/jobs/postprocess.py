@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.comfy.protocol import OutputRef
@@ -17,10 +17,16 @@ from core.media.metadata import GenerationMeta, write_generation_metadata
 from core.media.probe import probe
 from core.media.video import prepare_video
 from core.models import Generation, JobKind
+from core.music.mix import mix_soundtrack
+from core.music.service import MusicService, SoundtrackChoice
 from core.settings import Settings
 
-_IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-               ".webp": "image/webp"}
+_IMAGE_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,20 @@ def meta_for(job: Generation) -> GenerationMeta:
 
 
 async def process_output(
-    job: Generation, index: int, downloaded: Path, ref: OutputRef, out_dir: Path,
+    job: Generation,
+    index: int,
+    downloaded: Path,
+    ref: OutputRef,
+    out_dir: Path,
     settings: Settings,
 ) -> OutputSpec:
     if ref.kind in ("video", "animation"):
-        return await _video(downloaded, out_dir / f"{index:02d}_telegram.mp4")
+        spec = await _video(downloaded, out_dir / f"{index:02d}_telegram.mp4")
+        if job.soundtrack:
+            spec = await _with_soundtrack(
+                spec, SoundtrackChoice.from_json(job.soundtrack), settings
+            )
+        return spec
     ext = downloaded.suffix.lower()
     original = downloaded.with_name(f"{index:02d}_original{ext}")
     await asyncio.to_thread(downloaded.replace, original)
@@ -70,11 +85,31 @@ async def process_output(
     photo = await telegram_photo(original, out_dir / f"{index:02d}_telegram.jpg")
     info = await probe(original, count_frames=False)
     return OutputSpec(
-        kind=JobKind.IMAGE, file_path=original, delivery_path=photo.path, thumbnail_path=None,
+        kind=JobKind.IMAGE,
+        file_path=original,
+        delivery_path=photo.path,
+        thumbnail_path=None,
         mime=_IMAGE_MIME.get(ext, "application/octet-stream"),
-        size_bytes=original.stat().st_size, sha256=await asyncio.to_thread(sha256_of, original),
-        width=info.width, height=info.height, duration_s=None,
+        size_bytes=original.stat().st_size,
+        sha256=await asyncio.to_thread(sha256_of, original),
+        width=info.width,
+        height=info.height,
+        duration_s=None,
     )
+
+
+async def _with_soundtrack(
+    spec: OutputSpec, choice: SoundtrackChoice, settings: Settings
+) -> OutputSpec:
+    """Mix the chosen soundtrack into the Telegram video (trimmed/padded, faded out, AAC)."""
+    music = MusicService(settings)
+    try:
+        audio = await music.fetch(choice)
+    finally:
+        await music.close()
+    mixed = spec.delivery_path.with_name(spec.delivery_path.stem + "_music.mp4")
+    result = await mix_soundtrack(spec.delivery_path, audio, mixed)
+    return replace(spec, delivery_path=result.path)
 
 
 async def _video(downloaded: Path, dest: Path) -> OutputSpec:
@@ -82,8 +117,14 @@ async def _video(downloaded: Path, dest: Path) -> OutputSpec:
     await asyncio.to_thread(downloaded.replace, original)
     result = await prepare_video(original, dest)
     return OutputSpec(
-        kind=JobKind.VIDEO, file_path=original, delivery_path=result.path,
-        thumbnail_path=result.thumbnail, mime="video/mp4",
-        size_bytes=original.stat().st_size, sha256=await asyncio.to_thread(sha256_of, original),
-        width=result.width, height=result.height, duration_s=result.duration_s,
+        kind=JobKind.VIDEO,
+        file_path=original,
+        delivery_path=result.path,
+        thumbnail_path=result.thumbnail,
+        mime="video/mp4",
+        size_bytes=original.stat().st_size,
+        sha256=await asyncio.to_thread(sha256_of, original),
+        width=result.width,
+        height=result.height,
+        duration_s=result.duration_s,
     )

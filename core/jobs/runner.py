@@ -139,6 +139,7 @@ class JobRunner:
         try:
             return await self.backend.client.upload_image(path, f"{self.pid}_{key}{path.suffix}")
         except ComfyUnavailable as error:
+            self._unreachable(error)
             raise BackendLost(f"upload failed: {error}") from error
 
     async def _start_or_resume(
@@ -151,6 +152,10 @@ class JobRunner:
                 return await self._history()
             if state == "queued":
                 log.info("re-attached to the prompt on its backend")
+                return None
+            if state == "unreachable":
+                # Maybe only a blip: tracking polls it, and gives it backend_lost_after_s.
+                log.info("backend unreachable on resume; waiting for it")
                 return None
             log.info("prompt unknown to its backend, submitting again (same seed)")
         await self._submit(prompt)
@@ -165,7 +170,8 @@ class JobRunner:
             # It may have finished between the two reads.
             if await self.backend.client.history(self.pid) is not None:
                 return "finished"
-        except ComfyUnavailable:
+        except ComfyUnavailable as error:
+            self._unreachable(error)
             return "unreachable"
         return "unknown"
 
@@ -175,6 +181,7 @@ class JobRunner:
                 prompt, prompt_id=self.pid, client_id=self.backend.socket.client_id
             )
         except ComfyUnavailable as error:
+            self._unreachable(error)
             raise BackendLost(f"submit failed: {error}") from error
         log.info("prompt submitted")
 
@@ -297,17 +304,39 @@ class JobRunner:
             await self._submit(prompt)
         return None
 
-    async def _history(self) -> dict[str, Any]:
-        """The finished prompt's history; it can lag `executing{node:null}` by a moment."""
+    async def _history(self) -> dict[str, Any] | None:
+        """The finished prompt's history; it can lag `executing{node:null}` by a moment.
+
+        None when the backend cannot be reached right now: the caller keeps tracking, and the
+        poll decides when the backend counts as lost (a blip never re-runs a finished job)."""
         for attempt in range(HISTORY_RETRIES):
             try:
                 entry = await self.backend.client.history(self.pid)
             except ComfyUnavailable as error:
-                raise BackendLost(f"history unreadable: {error}") from error
+                self._unreachable(error)
+                return None
             if entry is not None:
                 return entry
             await asyncio.sleep(0.05 * (attempt + 1))
         raise BackendLost("the prompt finished but its history never appeared")
+
+    async def _download(self, ref: p.OutputRef, out_dir: Path, name: str) -> Path:
+        """Fetch one output; a backend that is briefly unreachable gets `backend_lost_after_s`
+        (the result exists only there: giving up fails the job)."""
+        first_failure: float | None = None
+        while True:
+            try:
+                return await self.backend.client.download(ref, out_dir, name)
+            except ComfyUnavailable as error:
+                self._unreachable(error)
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                if now - first_failure >= self.ctx.settings.backend_lost_after_s:
+                    raise BackendLost(f"download failed: {error}") from error
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    def _unreachable(self, error: Exception) -> None:
+        self.ctx.backends.report_down(self.backend, str(error) or type(error).__name__)
 
     async def _cancel_in_backend(self) -> None:
         try:
@@ -334,10 +363,7 @@ class JobRunner:
         out_dir = self.ctx.settings.outputs_dir / self.pid
         for index, ref in enumerate(refs):
             name = f"{index:02d}_comfy{ref.extension or '.bin'}"
-            try:
-                downloaded = await self.backend.client.download(ref, out_dir, name)
-            except ComfyUnavailable as error:
-                raise BackendLost(f"download failed: {error}") from error
+            downloaded = await self._download(ref, out_dir, name)
             spec = await self._unless_cancelled(
                 process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
             )

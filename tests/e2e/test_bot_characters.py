@@ -162,6 +162,10 @@ async def test_list_card_edit_sheet_and_delete(bot_harness: BotHarness) -> None:
     scene = decode(button_data(card, "Use in a scene"))
     assert scene is not None and scene.action == SCENE and scene.owner == alice.id
     character_id = scene.uuid(0)
+    # bot/handlers/scenes.py takes it from there: it asks for the scene with this character
+    to_scene = bot.click(chat, alice, card, "Use in a scene")
+    assert "no longer valid" not in await bot.wait_toast(to_scene)
+    await bot.wait_reply(Sent(chat, alice, card.message_id, True), contains=hero)
 
     # edit the name (a small dialog), with a bad value first
     bot.click(chat, alice, card, "Edit")

@@ -1,0 +1,113 @@
+"""Soundtracks end to end: search (local folder + iTunes fake), pick, queue a video with it,
+and the delivered mp4 carries the music trimmed to the video's length."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from core.errors import InvalidInput
+from core.media.probe import probe
+from core.models import JobKind
+from core.states import JobState
+from tests.engine import (
+    RecordingDeliverer,
+    actor,
+    engine_settings,
+    install_models,
+    start_runtime,
+    wait_status,
+)
+
+
+def _tone(path: Path, seconds: float) -> Path:
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-c:a",
+            "libmp3lame",
+            str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return path
+
+
+async def test_video_with_itunes_preview_and_local_file(
+    pg_dsn, fake_comfy, fake_itunes, tmp_path
+) -> None:
+    music_dir = tmp_path / "music"
+    music_dir.mkdir()
+    _tone(music_dir / "Ocean Waves.mp3", 12.0)
+    fake_itunes.add("sakura", fake_itunes.song(42, "Sakura Song", "Hana"))
+    settings = engine_settings(
+        pg_dsn,
+        tmp_path / "data",
+        [fake_comfy.base_url],
+        music_dir=music_dir,
+        itunes_enabled=True,
+        itunes_base_url=fake_itunes.url,
+    )
+    install_models(fake_comfy, settings)
+    deliverer = RecordingDeliverer()
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        service = runtime.service
+        me = actor(3)
+        await service.seen(me)
+        local = await service.search_soundtracks("ocean")
+        assert [c.source for c in local] == ["local"] and local[0].title == "Ocean Waves"
+        found = await service.search_soundtracks("sakura")
+        assert found[0].source == "itunes" and found[0].credit().startswith("♪ Sakura Song — Hana")
+
+        for choice in (found[0], local[0]):
+            ticket = await service.request_scene(
+                me, JobKind.VIDEO, "petals falling --length 2s --steps 2", soundtrack=choice
+            )
+            assert ticket.job.soundtrack and ticket.job.soundtrack["title"] == choice.title
+            job = await wait_status(
+                runtime, ticket.job.id, {JobState.DONE, JobState.FAILED}, timeout=60
+            )
+            assert job.status is JobState.DONE, job.error
+            out = (await service.outputs(job.id))[0]
+            delivered = Path(out.delivery_path or "")
+            assert delivered.name.endswith("_music.mp4")
+            info = await probe(delivered)
+            assert info.audio_codec == "aac" and info.video_codec == "h264"
+            assert info.duration_s is not None and out.duration_s is not None
+            assert abs(info.duration_s - out.duration_s) < 0.3  # trimmed to the video
+        assert fake_itunes.preview_calls == 1
+    finally:
+        await runtime.stop()
+
+
+async def test_soundtrack_rules(pg_dsn, fake_comfy, tmp_path) -> None:
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    runtime = await start_runtime(settings, RecordingDeliverer())
+    try:
+        service = runtime.service
+        me = actor(4)
+        await service.seen(me)
+        upload = await service.soundtrack_from_upload(
+            _tone(tmp_path / "mine.mp3", 1.0).read_bytes(), "my theme.mp3"
+        )
+        assert upload.source == "upload" and upload.title == "my theme"
+        with pytest.raises(InvalidInput) as error:
+            await service.soundtrack_from_upload(b"not audio at all", "x.mp3")
+        assert "not an audio file" in error.value.user_message
+        with pytest.raises(InvalidInput, match="image"):
+            await service.request_scene(me, JobKind.IMAGE, "a cat", soundtrack=upload)
+        assert not service.music_available
+    finally:
+        await runtime.stop()
