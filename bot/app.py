@@ -179,6 +179,9 @@ async def serve(app: App, settings: Settings) -> None:
 async def run_bot(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> None:
     """Serve the bot until `stop` is set, then shut everything down in reverse order."""
     app = build_application(settings, runtime)
+    swept = await asyncio.to_thread(characters.sweep_temp, settings.data_dir)
+    if swept:
+        log.info("removed unfinished reference photos", count=swept)
     async with app:  # initialize() ... shutdown()
         log.info("bot connected", username=app.bot.username)
         await publish_commands(app, settings)
@@ -194,5 +197,6 @@ async def run_bot(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> 
                     await app.updater.stop()
                 await app.stop()
         finally:
+            await runtime.stop_engine()  # no delivery may run on a closed bot
             await live.stop()
     log.info("bot shut down")

@@ -111,8 +111,9 @@ def workflow_lines(
         if not reachable:
             lines.append(failed(name, "no ComfyUI backend reachable to check its nodes"))
             continue
-        problems = {
-            url: check_against_object_info(workflow, info) for url, info in reachable.items()
+        problems = {  # the configured model files (*_NAME settings) must be there too
+            url: check_against_object_info(workflow, info, check_models=True)
+            for url, info in reachable.items()
         }
         good = [url for url, found in problems.items() if not found]
         bad = {url: found for url, found in problems.items() if found}

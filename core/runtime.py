@@ -103,7 +103,7 @@ class Runtime:
         if deliverer is not None:
             self.orchestrator.on_done.append(self._filing_hook(filer))
         await self.orchestrator.start()
-        self._stack.push_async_callback(self.orchestrator.stop)
+        self._stack.push_async_callback(self.stop_engine)
         maintenance = Maintenance(self.database.pool, self.settings.data_dir, filer)
         maintenance.start()
         self._stack.callback(maintenance.stop)
@@ -120,6 +120,12 @@ class Runtime:
             task.add_done_callback(tasks.discard)
 
         return hook
+
+    async def stop_engine(self) -> None:
+        """Stop the orchestrator (and its deliveries) now, before the bot closes; idempotent."""
+        orchestrator, self.orchestrator = self.orchestrator, None
+        if orchestrator is not None:
+            await orchestrator.stop()
 
     async def stop(self) -> None:
         await self._stack.aclose()

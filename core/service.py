@@ -275,7 +275,20 @@ class StudioService:
         )
         return items, total
 
+    async def character_images(
+        self, actor: Actor, character_id: UUID, *, limit: int = 8
+    ) -> list[tuple[Generation, Output]]:
+        """The character's most recent delivered images with their jobs, newest first."""
+        await self.get_character(actor, character_id)
+        outputs = await out_db.recent_images_of_character(self.db, character_id, limit=limit)
+        jobs = {
+            o.generation_id: await gen_db.require_generation(self.db, o.generation_id)
+            for o in outputs
+        }
+        return [(jobs[o.generation_id], o) for o in outputs]
+
     async def references(self, character_id: UUID) -> list[Path]:
+        """Reference images of a character, oldest first (scenes use the newest)."""
         return [Path(r.file_path) for r in await char_db.list_references(self.db, character_id)]
 
     async def update_character(
@@ -351,7 +364,7 @@ class StudioService:
             refs = await self.references(characters[0].id)
             if refs and self.settings.reference_workflow:
                 workflow = self.settings.reference_workflow
-                plan.params["reference_image"] = str(refs[0])
+                plan.params["reference_image"] = str(refs[-1])  # the newest reference
         return await self._enqueue(
             actor,
             kind=kind,

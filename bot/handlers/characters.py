@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
 from core.media.images import normalize_reference
 from core.media.sheet import SheetTile, character_sheet
-from core.models import Character, JobKind
+from core.models import Character
 from core.service import (
     APPEARANCE_MAX,
     NAME_MAX,
@@ -104,6 +105,7 @@ class Draft:
 class Editing:
     character_id: UUID
     field: str
+    name: str
 
 
 # -- per-dialog storage ----------------------------------------------------------------------------
@@ -141,6 +143,18 @@ def _temp_dir(context: Context) -> Path:
     folder = runtime_of(context).settings.data_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def sweep_temp(data_dir: Path, *, older_than_s: float = CONVERSATION_TIMEOUT_S) -> int:
+    """Remove reference photos of dialogs that never finished (e.g. across a restart)."""
+    limit = time.time() - older_than_s
+    removed = 0
+    for path in (data_dir / "tmp").glob("ref-*.png"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < limit:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 # -- validation of typed answers (localized; core re-checks) ---------------------------------------
@@ -683,7 +697,7 @@ async def edit_field(update: Update, context: Context) -> int:
         return ConversationHandler.END
     _forget(update, context)
     field = callback.word(1)
-    _user_data(context)[_key(update, "edit")] = Editing(character.id, field)
+    _user_data(context)[_key(update, "edit")] = Editing(character.id, field, character.name)
     await toast(update)
     if field == "reference":
         await reply(
@@ -731,7 +745,7 @@ async def got_edit_text(update: Update, context: Context) -> int:
             field=editing.field,
             limit=limit,
             required=editing.field == "appearance",
-            name="",
+            name=editing.name,
         )
     if value is None:
         return EDIT_TEXT
@@ -835,21 +849,11 @@ async def _sheet_tiles(context: Context, asker: Who, character: Character) -> li
     service = service_of(context)
     label = t_plain("chars.sheet_reference", asker.lang)
     tiles = [SheetTile(p, label) for p in await _existing(await service.references(character.id))]
-    for page in range(3):
-        jobs = await service.history(asker.actor, page=page, per_page=40)
-        for job in jobs:
-            if character.id not in job.character_ids:
-                continue
-            images = [
-                Path(o.file_path) for o in await service.outputs(job.id) if o.kind is JobKind.IMAGE
-            ]
-            caption = _shorten(job.prompt_typed, 40)
-            tiles += [SheetTile(path, caption) for path in await _existing(images)]
-            if len(tiles) >= SHEET_TILES:
-                return tiles[:SHEET_TILES]
-        if len(jobs) < 40:
-            break
-    return tiles
+    recent = await service.character_images(asker.actor, character.id, limit=SHEET_TILES)
+    for job, output in recent:
+        caption = _shorten(job.prompt_typed, 40)
+        tiles += [SheetTile(path, caption) for path in await _existing([Path(output.file_path)])]
+    return tiles[:SHEET_TILES]
 
 
 async def sheet(update: Update, context: Context) -> None:

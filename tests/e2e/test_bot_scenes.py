@@ -5,14 +5,38 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.keyboards import SCENE, decode
 from bot.render import CANCEL, PICK_TOGGLE, REROLL
 from core.db import generations as gen_db
 from core.models import Character, ChatType, Generation, JobKind, Operation
 from core.service import Actor, CharacterDraft
+from core.settings import Settings
+from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
+
+
+def default(name: str) -> str:
+    value = Settings.model_fields[name].default
+    assert isinstance(value, str)
+    return value
+
+
+@pytest.fixture
+async def studio(make_bot: MakeBot, fake_comfy: FakeComfyUI) -> BotHarness:
+    """The bot, with the fake GPU server offering the default models of every workflow."""
+    fake_comfy.models = {
+        "ckpt_name": [default("checkpoint_name"), default("sdxl_checkpoint_name")],
+        "unet_name": [default("video_unet_name"), default("video_i2v_unet_name")],
+        "clip_name": [default("video_clip_name"), default("video_clip_vision_name")],
+        "vae_name": [default("video_vae_name")],
+        "model_name": [default("upscale_model_name")],
+    }
+    return await make_bot()
+
 
 RESULT_LABELS = [
     "🔁 Reroll",
@@ -72,9 +96,9 @@ def no_not_modified(bot: BotHarness) -> None:
 
 
 async def test_image_with_a_named_character_lives_in_one_message(
-    bot_harness: BotHarness, fake_comfy: FakeComfyUI
+    studio: BotHarness, fake_comfy: FakeComfyUI
 ) -> None:
-    bot = bot_harness
+    bot = studio
     fake_comfy.step_delay_s = 0.25  # about 5 s of sampling: progress and previews are seen
     bot.fake.enable_flood_model()
     alice, chat, (aiko,) = await person(bot, "Alice", "Aiko")
@@ -118,8 +142,8 @@ async def test_image_with_a_named_character_lives_in_one_message(
         assert len(data.encode()) <= 64
 
 
-async def test_picker_when_no_character_is_named(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_picker_when_no_character_is_named(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, (aiko, ren) = await person(bot, "Alice", "Aiko", "Ren")
     mallory = bot.fake.user("Mallory")
 
@@ -154,8 +178,8 @@ async def test_picker_when_no_character_is_named(bot_harness: BotHarness) -> Non
     assert await bot.wait_toast(stale) == "This request has expired; send the command again."
 
 
-async def test_picker_nobody_and_cancel(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_picker_nobody_and_cancel(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, _ = await person(bot, "Alice", "Aiko")
 
     sent = bot.send(chat, alice, "/image an empty beach at dawn")
@@ -173,8 +197,8 @@ async def test_picker_nobody_and_cancel(bot_harness: BotHarness) -> None:
     assert "👤" not in (picker.caption or "")
 
 
-async def test_bad_options_and_usage_get_a_clear_message(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_bad_options_and_usage_get_a_clear_message(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, _ = await person(bot, "Alice", "Aiko")
 
     sent = bot.send(chat, alice, "/image Aiko on a roof --bogus 3")
@@ -193,14 +217,14 @@ async def test_bad_options_and_usage_get_a_clear_message(bot_harness: BotHarness
     assert not bot.fake.internal_errors
 
 
-async def test_video_is_delivered_as_a_streaming_video(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_video_is_delivered_as_a_streaming_video(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, _ = await person(bot, "Alice", "Aiko")
 
     sent = bot.send(chat, alice, "/video Aiko waving on a beach --length 2s")
     progress = await bot.wait_reply(sent, contains="Video")
     result = await bot.wait_reply(sent, where=lambda m: m.media_kind == "video", timeout=40)
-    assert progress.deleted  # replaced by the video
+    await bot.fake.wait_for(lambda: progress.deleted, what="the progress message deleted")
     assert result.reply_to is not None and result.reply_to.message_id == sent.message_id
     call = bot.fake.calls_of("sendVideo")[-1]
     assert call.params["supports_streaming"] is True
@@ -211,8 +235,8 @@ async def test_video_is_delivered_as_a_streaming_video(bot_harness: BotHarness) 
     no_not_modified(bot)
 
 
-async def test_animate_a_delivered_image(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_animate_a_delivered_image(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, _ = await person(bot, "Alice", "Aiko")
     sent = bot.send(chat, alice, "/image Aiko smiling")
     picture = await bot.wait_reply(sent)
@@ -234,8 +258,8 @@ async def test_animate_a_delivered_image(bot_harness: BotHarness) -> None:
     assert "Animation" in (video.caption or "")
 
 
-async def test_use_in_a_scene_button_preselects_the_character(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_use_in_a_scene_button_preselects_the_character(studio: BotHarness) -> None:
+    bot = studio
     alice, chat, (aiko, _ren) = await person(bot, "Alice", "Aiko", "Ren")
     anchor = bot.send(chat, alice, "/start")
     card = await bot.wait_reply(anchor)
@@ -258,9 +282,9 @@ async def test_use_in_a_scene_button_preselects_the_character(bot_harness: BotHa
 
 
 async def test_use_in_a_scene_in_a_group_takes_a_reply_and_video(
-    bot_harness: BotHarness,
+    studio: BotHarness,
 ) -> None:
-    bot = bot_harness
+    bot = studio
     alice = bot.fake.user("Alice")
     bob = bot.fake.user("Bob")
     group = bot.fake.group("Studio", members=[alice, bob])
@@ -286,8 +310,8 @@ async def test_use_in_a_scene_in_a_group_takes_a_reply_and_video(
     assert job.prompt_typed == "dancing in the rain"
 
 
-async def test_forum_topic_from_request_to_result(bot_harness: BotHarness) -> None:
-    bot = bot_harness
+async def test_forum_topic_from_request_to_result(studio: BotHarness) -> None:
+    bot = studio
     alice = bot.fake.user("Alice")
     forum = bot.fake.forum("Studio", members=[alice])
     topic = bot.fake.add_topic(forum, "Renders")
