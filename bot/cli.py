@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from core.errors import AnimeBotError, ConfigError
-from core.logs import configure_logging, get_logger
+from core.logs import configure_logging, get_logger, redact
 from core.settings import Settings, load_settings
 
 log = get_logger("animebot")
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except AnimeBotError as error:
         log.error("stopped", reason=str(error))
-        print(f"animebot: {error}", file=sys.stderr)
+        print(f"animebot: {redact(str(error))}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,7 @@ from contextlib import suppress
 from core.db.migrate import migrate
 from core.db.pool import open_database
 from core.doctor import run_checks
+from core.errors import AnimeBotError, ConfigError
 from core.logs import get_logger
 from core.runtime import Runtime
 from core.settings import Settings
@@ -53,12 +54,22 @@ async def doctor_command(settings: Settings) -> int:
 async def run_command(settings: Settings) -> int:
     log.info("bot starting")
     settings.token()  # a clear ConfigError when TELEGRAM_BOT_TOKEN is missing
+    from telegram.error import InvalidToken, TelegramError
+
     from bot.app import run_bot
 
     stop = _stop_event()
     runtime = await Runtime.start(settings, role="run")
     try:
         await run_bot(settings, runtime, stop)
+    except InvalidToken:  # its message contains the token: never print or log it
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN was rejected by Telegram: copy the token again from @BotFather"
+        ) from None
+    except TelegramError as error:
+        raise AnimeBotError(
+            f"cannot reach the Telegram Bot API at {settings.telegram_api_base_url}: {error}"
+        ) from None
     finally:
         await runtime.stop()
     log.info("bot stopped")

@@ -79,11 +79,7 @@ async def requester_language(service: StudioService, user_id: int) -> str:
 
 
 async def character_names(service: StudioService, job: Generation) -> list[str]:
-    if not job.character_ids:
-        return []
-    owned, _total = await service.list_characters(job.requester_id, per_page=500)
-    by_id = {c.id: c.name for c in owned}
-    return [by_id[cid] for cid in job.character_ids if cid in by_id]
+    return await service.character_names(job)
 
 
 def primary_output(job: Generation, outputs: list[Output]) -> Output | None:

@@ -18,7 +18,11 @@ per chat, coalesces, never sends identical content and honours 429s. Previews (J
 reaches the job: every event is handled under a catch-all (logged, then the next event).
 
 Delivery takes a message over with `async with live.take_over(chat_id, message_id)`: no
-progress edit is sent to it any more, and an edit in flight is waited for first.
+progress edit is sent to it any more, and an edit in flight is waited for first. A job delivered
+without its progress message (read before the message id was stored) has that message deleted.
+
+Other handlers that cancel a job (e.g. /cancel) call `live_for(runtime, bot).cancelling(job_id)`
+when `service.cancel` left it running, so its message shows "cancelling…" without a Cancel button.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class LiveProgress:
         self._taken: _Bounded = _Bounded(_MEMORY)  # message keys owned by delivery
         self._locks: dict[MessageKey, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
         self.errors = 0  # events whose handling failed (logged)
 
@@ -130,6 +135,10 @@ class LiveProgress:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in list(self._cleanups):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.editor.close(max_wait)
 
     async def _run(self) -> None:
@@ -344,9 +353,30 @@ class LiveProgress:
         if tracked.key in self._taken:
             return
         if tracked.state.phase is Phase.DONE:
-            # Delivery replaced (or will replace) the message: nothing to say on it.
+            # Delivered without this message (the job was read before its id was stored):
+            # the result is elsewhere, so the progress message goes.
+            task = asyncio.get_running_loop().create_task(self._tidy_up(tracked))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
             return
         self.editor.submit(tracked.chat_id, tracked.message_id, self._content(tracked), final=final)
+
+    async def _tidy_up(self, tracked: Tracked) -> None:
+        where = {"job_id": str(tracked.job_id), "message_id": tracked.message_id}
+        try:
+            job = await self.service.job(tracked.job_id)
+            if job.result_message_id in (None, tracked.message_id) or tracked.key in self._taken:
+                return
+            self._taken.remember(tracked.key)
+            self.editor.forget(tracked.chat_id, tracked.message_id)
+            async with self._lock(tracked.key):
+                await self.bot.delete_message(tracked.chat_id, tracked.message_id)
+            log.info("progress message of a job delivered elsewhere deleted", **where)
+        except TelegramError as error:
+            log.info("progress message not deleted", error=str(error), **where)
+        except Exception:
+            self.errors += 1
+            log.exception("progress message clean-up failed", **where)
 
     # -- delivery hand-over ------------------------------------------------------------------
     def _lock(self, key: MessageKey) -> asyncio.Lock:

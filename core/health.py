@@ -81,7 +81,14 @@ async def check_telegram(
     if not token:
         return not_configured("telegram", "TELEGRAM_BOT_TOKEN is not set")
     async with session.get(f"{base_url}{token}/getMe") as response:
-        body = await response.json(content_type=None)
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:  # an HTML error page or another service: not the Bot API
+            body = None
+    if not isinstance(body, dict):
+        return failed(
+            "telegram", f"HTTP {response.status} from {base_url}: not a Telegram Bot API answer"
+        )
     if response.status == 200 and body.get("ok"):
         return ok("telegram", f"token accepted, bot @{body['result'].get('username')}")
     description = body.get("description", f"HTTP {response.status}")

@@ -325,6 +325,15 @@ class StudioService:
         await self.get_character(actor, character_id)
         await char_db.soft_delete_character(self.db, character_id)
 
+    async def character_names(self, job: Generation) -> list[str]:
+        """The names of a job's characters, in scene order (deleted ones too)."""
+        names = await char_db.names_of(self.db, job.character_ids)
+        return [names[cid] for cid in job.character_ids if cid in names]
+
+    def check_scene(self, text: str, kind: JobKind) -> director.SceneRequest:
+        """Parse a scene's options without queuing anything (InvalidInput says what to fix)."""
+        return director.parse_scene_request(text, kind=kind.value)
+
     async def match_characters(self, owner_id: int, text: str) -> list[Character]:
         """Characters named in the text (`@Name` or the plain name as a word), in text order."""
         owned = await char_db.list_characters(self.db, owner_id, limit=500)

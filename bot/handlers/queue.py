@@ -23,6 +23,7 @@ from bot.context import (
     toast,
     who,
 )
+from bot.live import live_for
 from bot.texts import t, t_plain
 from core.doctor import run_checks
 from core.errors import AnimeBotError
@@ -111,7 +112,10 @@ async def _cancel(context: Context, asker: Who, job: Generation) -> str:
     """Cancel the job; the text key saying what happened."""
     cancelled = await service_of(context).cancel(asker.actor, job.id)
     log.info("job cancel asked", job_id=str(job.id), status=cancelled.status.value)
-    return "queue.cancelled" if cancelled.status is JobState.CANCELLED else "queue.cancelling"
+    if cancelled.status is JobState.CANCELLED:
+        return "queue.cancelled"
+    live_for(runtime_of(context), context.bot).cancelling(job.id)  # the message says so now
+    return "queue.cancelling"
 
 
 async def cancel_command(update: Update, context: Context) -> None:

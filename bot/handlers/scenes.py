@@ -56,7 +56,6 @@ from bot.render import (
     trim_text,
 )
 from bot.texts import t, t_plain
-from core import director
 from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
 from core.models import JobKind
@@ -179,7 +178,7 @@ async def start_scene(
         return
     service = service_of(context)
     try:
-        director.parse_scene_request(text, kind=kind.value)  # bad options: say so before asking
+        service_of(context).check_scene(text, kind)  # bad options: say so before asking
     except InvalidInput as error:
         log.info("scene refused", reason=str(error), user_id=asker.user_id)
         await report_error(update, error, asker.lang)
@@ -318,8 +317,6 @@ async def animate_command(update: Update, context: Context) -> None:
         return
     text = command_text(message)
     try:
-        if text:
-            director.parse_scene_request(text, kind=JobKind.VIDEO.value)
         ticket = await service.animate(
             asker.actor, job.id, text=text, request_message_id=message.message_id
         )

@@ -38,11 +38,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "This request has expired; send the command again.",
         "ru": "Этот запрос устарел; отправьте команду ещё раз.",
     },
-    "scenes.pick_started": {
-        "en": "Starting: {names}",
-        "ru": "Запускаю: {names}",
-    },
-    "scenes.pick_nobody": {"en": "no characters", "ru": "без персонажей"},
     "scenes.pick_cancelled": {
         "en": "Scene cancelled.",
         "ru": "Сцена отменена.",
@@ -58,10 +53,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Она читает в дождливом кафе…",
     },
     "scenes.ask_toast": {"en": "Describe the scene.", "ru": "Опишите сцену."},
-    "scenes.progress_failed_to_post": {
-        "en": "Your job is queued, but I could not post its progress here.",
-        "ru": "Задание в очереди, но я не смог показать здесь его прогресс.",
-    },
     # -- progress message -----------------------------------------------------------------------
     "scenes.kind_image": {"en": "Image", "ru": "Картинка"},
     "scenes.kind_video": {"en": "Video", "ru": "Видео"},
@@ -182,9 +173,5 @@ TEXTS: dict[str, dict[str, str]] = {
     "scenes.no_image": {
         "en": "This result has no picture to use.",
         "ru": "В этом результате нет картинки.",
-    },
-    "scenes.send_failed": {
-        "en": "Telegram did not accept the file; try again in a moment.",
-        "ru": "Telegram не принял файл; попробуйте чуть позже.",
     },
 }

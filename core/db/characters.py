@@ -69,6 +69,12 @@ async def get_characters(db: Executor, ids: list[UUID]) -> list[Character]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+async def names_of(db: Executor, ids: list[UUID]) -> dict[UUID, str]:
+    """Names of characters by id, deleted ones included (a past job keeps its cast)."""
+    rows = await db.fetch("SELECT id, name FROM characters WHERE id = ANY($1::uuid[])", ids)
+    return {row["id"]: row["name"] for row in rows}
+
+
 async def find_by_name(db: Executor, owner_id: int, name: str) -> Character | None:
     row = await db.fetchrow(
         "SELECT * FROM characters WHERE owner_id = $1 AND lower(name) = lower($2)"

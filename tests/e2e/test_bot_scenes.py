@@ -247,6 +247,8 @@ async def test_animate_a_delivered_image(studio: BotHarness) -> None:
     not_mine = bot.send(chat, alice, "/animate", reply_to=sent.message_id)
     await bot.wait_reply(not_mine, contains="is not one of my pictures")
 
+    bad = bot.send(chat, alice, "/animate she waves --steps 0", reply_to=picture)
+    await bot.wait_reply(bad, contains="--steps")
     request = bot.send(chat, alice, "/animate she turns and waves", reply_to=picture)
     progress = await bot.wait_reply(request, contains="Animation")
     assert progress.reply_to is not None and progress.reply_to.message_id == request.message_id
@@ -331,3 +333,25 @@ async def test_forum_topic_from_request_to_result(studio: BotHarness) -> None:
     assert again.thread_id == topic
     job = await job_of(bot, forum, progress)
     assert job.thread_id == topic and job.character_ids == [aiko.id]
+
+
+async def test_failing_edits_never_block_the_job(
+    studio: BotHarness, fake_comfy: FakeComfyUI
+) -> None:
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    fake_comfy.step_delay_s = 0.1
+    cant = "Bad Request: message can't be edited"
+    for method in ("editMessageText", "editMessageCaption", "editMessageMedia"):
+        bot.fake.fail_next(method, n=1000, kind=400, description=cant)
+
+    sent = bot.send(chat, alice, "/image Aiko under cherry blossoms")
+    progress = await bot.wait_reply(sent, contains="waiting in line")
+    result = await bot.wait_reply(sent, where=is_result, timeout=20)
+
+    assert result.message_id != progress.message_id
+    assert result.reply_to is not None and result.reply_to.message_id == sent.message_id
+    await bot.fake.wait_for(lambda: progress.deleted, what="the progress message deleted")
+    job = await job_of(bot, chat, result)
+    assert job.status.value == "done" and job.delivery_error is None
+    assert [label for label, _ in buttons(result)] == RESULT_LABELS

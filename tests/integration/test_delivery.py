@@ -43,7 +43,7 @@ LONG_SCENE = (
 ) * 30
 
 
-# -- fixtures -----------------------------------------------------------------------------------
+# -- fixtures --------------------------------------------------------------------------------------
 
 
 def _jpeg(path: Path, size: tuple[int, int], color: tuple[int, int, int]) -> Path:
@@ -211,11 +211,9 @@ class World:
 
 
 @pytest.fixture
-async def world(
-    fake_telegram: FakeTelegram, db: Database, tmp_path: Path
-) -> AsyncIterator[World]:
+async def world(fake_telegram: FakeTelegram, db: Database, tmp_path: Path) -> AsyncIterator[World]:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         comfyui_urls=["http://127.0.0.1:9"],
         data_dir=tmp_path,
     )
@@ -257,7 +255,7 @@ def callback_data(markup: dict[str, Any] | None) -> list[str]:
     return [b["callback_data"] for row in markup["inline_keyboard"] for b in row]
 
 
-# -- photos ---------------------------------------------------------------------------------------
+# -- photos ----------------------------------------------------------------------------------------
 
 
 async def test_photo_replaces_the_progress_message(world: World) -> None:
@@ -359,7 +357,7 @@ async def test_send_original_setting_adds_the_png_as_a_document(world: World) ->
     assert docs[0].caption == "Original file, 768×512"
 
 
-# -- video --------------------------------------------------------------------------------------
+# -- video -----------------------------------------------------------------------------------------
 
 
 async def test_video_is_streamable_with_thumbnail_and_progress_is_deleted(
@@ -392,13 +390,15 @@ async def test_video_is_streamable_with_thumbnail_and_progress_is_deleted(
     assert world.fake.chat_actions and world.fake.chat_actions[-1]["action"] == "upload_video"
 
 
-# -- where it goes ------------------------------------------------------------------------------
+# -- where it goes ---------------------------------------------------------------------------------
 
 
 async def test_forum_topic_is_respected(world: World) -> None:
     forum = world.fake.forum("Studio", members=[world.user])
     topic = world.fake.add_topic(forum, "Renders")
-    request = world.fake.inject_message(forum, world.user, "/image@AnimeStudioTestBot x", thread_id=topic)
+    request = world.fake.inject_message(
+        forum, world.user, "/image@AnimeStudioTestBot x", thread_id=topic
+    )
     assert request is not None
     request_id = request["message"]["message_id"]
     job = await world.job(chat=forum, thread_id=topic, request_message_id=request_id)
@@ -484,7 +484,7 @@ async def test_too_big_for_a_photo_goes_as_a_document(world: World) -> None:
     assert receipt.files[0].file_id == msg.media_file_id
 
 
-# -- library link -----------------------------------------------------------------------------------
+# -- library link ----------------------------------------------------------------------------------
 
 
 async def test_library_link_is_added_to_the_caption(world: World) -> None:
@@ -507,9 +507,7 @@ async def test_library_link_is_added_to_the_caption(world: World) -> None:
     assert msg.caption is not None and msg.caption.endswith("📚 Open in the library")
     assert utf16_len(msg.caption) <= 1024
     assert callback_data(msg.reply_markup) == callback_data(msg.history[0].reply_markup)
-    expected = caption(
-        CaptionInfo(LONG_SCENE, ["Aiko"], 123456789, link, JobKind.IMAGE), "en"
-    )
+    expected = caption(CaptionInfo(LONG_SCENE, ["Aiko"], 123456789, link, JobKind.IMAGE), "en")
     call = world.fake.calls_of("editMessageCaption")[0]
     assert call.params["caption"] == expected
     assert link in call.params["caption"]
@@ -538,7 +536,7 @@ async def test_library_link_retries_a_flood_wait(world: World) -> None:
     assert msg.caption is not None and msg.caption.endswith("Open in the library")
 
 
-# -- live progress ------------------------------------------------------------------------------------
+# -- live progress ---------------------------------------------------------------------------------
 
 
 async def test_live_progress_follows_events_and_previews(world: World) -> None:
@@ -549,7 +547,9 @@ async def test_live_progress_follows_events_and_previews(world: World) -> None:
     events = world.runtime.events
 
     def publish(type_: str, status: str = "running", **kw: Any) -> None:
-        events.publish(JobEvent(job_id=job.id, type=type_, status=status, chat_id=world.chat.id, **kw))
+        events.publish(
+            JobEvent(job_id=job.id, type=type_, status=status, chat_id=world.chat.id, **kw)
+        )
 
     publish("state", "submitted")
     publish("state", "running")
@@ -571,8 +571,104 @@ async def test_live_progress_follows_events_and_previews(world: World) -> None:
         what="failed",
     )
     assert msg.reply_markup is None  # no Cancel button any more
-    assert msg.caption.startswith("❌ Image · failed")
+    assert (msg.caption or "").startswith("❌ Image · failed")
     assert not [c for c in world.fake.calls if c.error and "not modified" in c.error]
     texts = [v.caption or v.text for v in msg.history]
     assert len(texts) == len(set(texts)) or msg.history[-2].media_file_id != msg.media_file_id
     assert world.live.errors == 0
+
+
+async def test_live_progress_honours_429_and_keeps_the_final_state(world: World) -> None:
+    world.live.start()
+    await world.live.wait_subscribed()
+    job = await world.job()
+    progress_id = await world.post_progress(job)
+    msg = world.fake.message(world.chat.id, progress_id)
+    world.fake.fail_next("editMessageText", kind=429, retry_after=1)
+
+    def publish(type_: str, status: str, **kw: Any) -> None:
+        world.runtime.events.publish(
+            JobEvent(job_id=job.id, type=type_, status=status, chat_id=world.chat.id, **kw)
+        )
+
+    publish("state", "running")
+    publish("progress", "running", percent=30.0, step=3, steps=10)
+    publish("state", "cancelled")
+    await world.fake.wait_for(
+        lambda: (msg.text or "").startswith("🚫 Image · cancelled"), timeout=8, what="final"
+    )
+    assert world.fake.calls_of("editMessageText")[0].status == 429
+    assert msg.reply_markup is None
+    # nothing is sent after the final state
+    await asyncio.sleep(1.6)
+    assert msg.text is not None and msg.text.startswith("🚫")
+    assert world.live.errors == 0
+
+
+async def test_live_progress_adopts_a_job_posted_before_a_restart(world: World) -> None:
+    job = await world.job()
+    sent = await world.bot.send_message(world.chat.id, "⏳ Image · waiting in line")
+    await world.service.set_progress_message(job.id, sent.message_id)
+    world.live.start()
+    await world.live.wait_subscribed()
+
+    world.runtime.events.publish(
+        JobEvent(
+            job_id=job.id,
+            type="progress",
+            status="running",
+            chat_id=world.chat.id,
+            percent=55.0,
+            step=11,
+            steps=20,
+            eta_s=4.0,
+        )
+    )
+
+    msg = world.fake.message(world.chat.id, sent.message_id)
+    await world.fake.wait_for(
+        lambda: "step 11/20" in (msg.text or ""), timeout=5, what="the adopted job's progress"
+    )
+    assert "55%" in (msg.text or "")
+    data = callback_data(msg.reply_markup)
+    decoded = decode(data[0])
+    assert decoded is not None and decoded.owner == world.user.id and decoded.uuid(0) == job.id
+
+
+async def test_live_progress_survives_a_broken_event(world: World) -> None:
+    world.live.start()
+    await world.live.wait_subscribed()
+    world.runtime.events.publish(
+        JobEvent(job_id=uuid.uuid4(), type="progress", status="running", chat_id=world.chat.id)
+    )  # a job that does not exist: the lookup fails
+    job = await world.job()
+    progress_id = await world.post_progress(job)
+    world.runtime.events.publish(
+        JobEvent(
+            job_id=job.id, type="state", status="failed", chat_id=world.chat.id, message="boom"
+        )
+    )
+    msg = world.fake.message(world.chat.id, progress_id)
+    await world.fake.wait_for(lambda: "boom" in (msg.text or ""), timeout=5, what="failed")
+    assert world.live.errors == 1
+
+
+async def test_progress_message_missed_by_delivery_is_removed(world: World) -> None:
+    world.live.start()
+    await world.live.wait_subscribed()
+    job = await world.delivering(await world.job())
+    stale = await world.reload(job)  # read by delivery before the progress message was stored
+    progress_id = await world.post_progress(job)
+    output = await world.image_output(job)
+
+    receipt = await world.deliverer.deliver(stale, [output])
+    await gen_db.record_delivery(world.db.pool, job.id, result_message_id=receipt.message_id)
+    done = await gen_db.transition(world.db.pool, job.id, JobState.DONE)
+    world.runtime.events.publish(
+        JobEvent(job_id=done.id, type="state", status="done", chat_id=world.chat.id)
+    )
+
+    progress = world.fake.message(world.chat.id, progress_id)
+    await world.fake.wait_for(lambda: progress.deleted, timeout=5, what="the stale progress gone")
+    result = world.fake.message(world.chat.id, receipt.message_id or 0)
+    assert result.media_kind == "photo" and not result.deleted

@@ -110,7 +110,7 @@ def test_isolate_only_wraps_right_to_left_text() -> None:
     assert isolate("مرحبا Aiko") == "\u2068مرحبا Aiko\u2069"
 
 
-# -- ETA and bar ------------------------------------------------------------------------------------
+# -- ETA and bar -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_clamp_percent_never_shows_100_while_running() -> None:
     assert clamp_percent(float("inf")) == 0
 
 
-# -- the reducer ------------------------------------------------------------------------------------
+# -- the reducer -----------------------------------------------------------------------------------
 
 
 def start() -> JobProgress:
@@ -218,7 +218,7 @@ def test_cancel_requested_keeps_cancelling_until_final() -> None:
     assert cancel_requested(done) == done
 
 
-# -- progress texts ---------------------------------------------------------------------------------
+# -- progress texts --------------------------------------------------------------------------------
 
 
 def test_queued_text_shows_position_and_eta() -> None:
@@ -285,7 +285,7 @@ def test_progress_text_isolates_rtl_scene() -> None:
     assert "\u2068فتاة على الشاطئ\u2069" in progress_text(state, "en")
 
 
-# -- captions -----------------------------------------------------------------------------------------
+# -- captions --------------------------------------------------------------------------------------
 
 
 def test_caption_lists_scene_characters_seed_and_link() -> None:
@@ -342,7 +342,7 @@ def test_caption_of_an_rtl_scene_is_isolated() -> None:
     assert "\u2068שלום עולם\u2069" in text
 
 
-# -- keyboards ------------------------------------------------------------------------------------
+# -- keyboards -------------------------------------------------------------------------------------
 
 
 def all_data(markup: object) -> list[str]:
@@ -389,7 +389,8 @@ def test_cancel_button_only_while_cancellable() -> None:
     decoded = decode(data)
     assert decoded is not None and decoded.action is CANCEL and decoded.uuid(0) == JOB
     for status in ("delivering", "done", "failed", "cancelled"):
-        assert progress_markup(apply_event(start(), event("state", status)), JOB, OWNER, "en") is None
+        ended = apply_event(start(), event("state", status))
+        assert progress_markup(ended, JOB, OWNER, "en") is None
     assert progress_markup(cancel_requested(start()), JOB, OWNER, "en") is None
 
 
@@ -400,7 +401,7 @@ def test_picker_and_reference_keyboards_fit_64_bytes() -> None:
     assert texts[0].startswith("✅ ") and texts[1].startswith("▫️ ")
     assert texts[-2:] == ["Done", "Cancel"]
     nobody = picker_markup(chars, set(), OWNER, "en")
-    assert [b.text for b in nobody.inline_keyboard[-1]][0] == "Nobody, just the scene"
+    assert nobody.inline_keyboard[-1][0].text == "Nobody, just the scene"
     ref = reference_markup(JOB, OWNER, chars, "en")
     for markup in (picker, nobody, ref):
         for data in all_data(markup):
