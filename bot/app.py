@@ -24,7 +24,6 @@ from telegram.ext import (
     Defaults,
     TypeHandler,
 )
-from telegram.request import HTTPXRequest
 
 from bot import context as ctx
 from bot.delivery import TelegramDeliverer
@@ -41,7 +40,9 @@ from bot.handlers import (
 from bot.handlers import (
     settings as settings_handlers,
 )
-from bot.live import start_live
+from bot.live import live_for, start_live
+from bot.progress import PacingPolicy
+from bot.request import CountingRequest
 from bot.texts import DEFAULT_LANGUAGE, LANGUAGES, t_plain
 from core.errors import ConfigError
 from core.logs import get_logger
@@ -59,8 +60,9 @@ CONCURRENT_UPDATES = 64
 HANDLER_MODULES = (start, characters, settings_handlers, admin, queue, scenes, results)
 
 
-def build_application(settings: Settings, runtime: Runtime) -> App:
-    request = HTTPXRequest(
+def build_application(settings: Settings, runtime: Runtime, *, time_scale: float = 1.0) -> App:
+    """`time_scale` > 1 runs Telegram's rate limits on a faster clock (benchmarks only)."""
+    request = CountingRequest(
         connection_pool_size=CONCURRENT_UPDATES,
         connect_timeout=10.0,
         read_timeout=30.0,
@@ -68,14 +70,14 @@ def build_application(settings: Settings, runtime: Runtime) -> App:
         pool_timeout=10.0,
         media_write_timeout=120.0,
     )
-    updates_request = HTTPXRequest(
+    updates_request = CountingRequest(
         connection_pool_size=2, connect_timeout=10.0, read_timeout=10.0, pool_timeout=10.0
     )
     rate_limiter = AIORateLimiter(
         overall_max_rate=30,
-        overall_time_period=1,
+        overall_time_period=1 / time_scale,
         group_max_rate=20,
-        group_time_period=60,
+        group_time_period=60 / time_scale,
         max_retries=2,
     )
     app: App = (
@@ -176,15 +178,21 @@ async def serve(app: App, settings: Settings) -> None:
         log.info("receiving updates by long polling")
 
 
-async def run_bot(settings: Settings, runtime: Runtime, stop: asyncio.Event) -> None:
-    """Serve the bot until `stop` is set, then shut everything down in reverse order."""
-    app = build_application(settings, runtime)
+async def run_bot(
+    settings: Settings, runtime: Runtime, stop: asyncio.Event, *, time_scale: float = 1.0
+) -> None:
+    """Serve the bot until `stop` is set, then shut everything down in reverse order.
+
+    `time_scale` (benchmarks against a time-scaled fake Bot API; 1 in production) divides every
+    rate-limit period: the AIORateLimiter's and the progress editor's `PacingPolicy`."""
+    app = build_application(settings, runtime, time_scale=time_scale)
     swept = await asyncio.to_thread(characters.sweep_temp, settings.data_dir)
     if swept:
         log.info("removed unfinished reference photos", count=swept)
     async with app:  # initialize() ... shutdown()
         log.info("bot connected", username=app.bot.username)
         await publish_commands(app, settings)
+        live_for(runtime, app.bot, policy=PacingPolicy().scaled(time_scale))  # before deliveries
         await runtime.start_engine(deliverer=TelegramDeliverer(app.bot, runtime))
         live = start_live(app, runtime)
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 from core.db.migrate import migrate
 from core.db.pool import open_database
@@ -13,6 +14,7 @@ from core.errors import AnimeBotError, ConfigError
 from core.logs import get_logger
 from core.runtime import Runtime
 from core.settings import Settings
+from core.status_server import StatusServer
 
 log = get_logger("animebot")
 
@@ -24,6 +26,18 @@ def _stop_event() -> asyncio.Event:
         with suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+@asynccontextmanager
+async def _status_server(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    """/healthz, /readyz, /metrics, /ws and the live page, for as long as the process serves."""
+    server = StatusServer(runtime, settings, host=settings.status_host, port=settings.status_port)
+    await server.start()
+    log.info("status server listening", url=server.url)
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 async def migrate_command(settings: Settings) -> int:
@@ -61,7 +75,8 @@ async def run_command(settings: Settings) -> int:
     stop = _stop_event()
     runtime = await Runtime.start(settings, role="run")
     try:
-        await run_bot(settings, runtime, stop)
+        async with _status_server(runtime, settings):
+            await run_bot(settings, runtime, stop)
     except InvalidToken:  # its message contains the token: never print or log it
         raise ConfigError(
             "TELEGRAM_BOT_TOKEN was rejected by Telegram: copy the token again from @BotFather"
@@ -82,7 +97,8 @@ async def worker_command(settings: Settings) -> int:
     runtime = await Runtime.start(settings, role="worker")
     try:
         await runtime.start_engine(deliverer=None)
-        await stop.wait()
+        async with _status_server(runtime, settings):
+            await stop.wait()
     finally:
         await runtime.stop()
     log.info("worker stopped")

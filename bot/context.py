@@ -10,6 +10,8 @@ commands addressed to other bots, rate-limits each user politely and enforces ac
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -46,6 +48,7 @@ ReplyMarkup = InlineKeyboardMarkup | ForceReply
 RATE_PER_SECOND = 1.0  # sustained commands and button presses per user
 RATE_BURST = 20  # a burst tolerated on top (a dialog's plain answers are not counted)
 _WHO_KEY = "_animebot_who"
+_HTML_TAG = re.compile(r"<[^>]*>")  # in our HTML texts every "<" of a value is escaped
 
 
 # -- app data ------------------------------------------------------------------------------------
@@ -146,7 +149,8 @@ class Verdict:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per key: `burst` at once, refilled at `rate` per second."""
+    """A token bucket per key: `burst` at once, refilled at `rate` per second. A flood is
+    warned once: not again before the bucket has refilled to half (the user calmed down)."""
 
     rate: float = RATE_PER_SECOND
     burst: int = RATE_BURST
@@ -163,9 +167,10 @@ class RateLimiter:
             float(self.burst), bucket.tokens + max(0.0, now - bucket.at) * self.rate
         )
         bucket.at = now
+        if bucket.tokens >= self.burst / 2:
+            bucket.warned = False  # calm again: a new flood is told once more
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
-            bucket.warned = False
             return Verdict(True, False)
         warn = not bucket.warned
         bucket.warned = True
@@ -212,10 +217,19 @@ def ask_markup(update: Update, placeholder: str | None = None) -> ForceReply | N
     return ForceReply(selective=True, input_field_placeholder=placeholder)
 
 
+def _shows(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> bool:
+    """The message already shows this HTML `text` (formatting aside) and these buttons."""
+    has_media = message.photo or message.video or message.document or message.animation
+    current = (message.caption if has_media else message.text) or ""
+    plain = html.unescape(_HTML_TAG.sub("", text))
+    return current.strip() == plain.strip() and message.reply_markup == markup
+
+
 async def edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-    """Edit the message under the buttons (its text, or its caption for a photo)."""
+    """Edit the message under the buttons (its text, or its caption for a photo); nothing is
+    sent when it already shows that (a double tap), which Telegram would refuse."""
     message = query.message
-    if not isinstance(message, Message):
+    if not isinstance(message, Message) or _shows(message, text, markup):
         return
     try:
         if message.photo or message.video or message.document or message.animation:

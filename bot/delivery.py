@@ -7,11 +7,11 @@ Wiring (bot/app.py):
 `TelegramDeliverer(bot: telegram.Bot, runtime: core.runtime.Runtime)`:
 - `deliver(job, outputs) -> DeliveryReceipt`: images as a photo (the output's Telegram-ready
   `delivery_path` JPEG), videos as a streaming mp4 with its thumbnail, duration and size. The
-  caption (scene, characters, seed, library link; <= 1024) and the result buttons come from
-  `bot.render`. An image replaces the job's progress message in place (editMessageMedia); a
-  video, or an image whose progress message cannot be edited, is sent as a new message replying
-  to the request in the same forum topic, and the progress message is deleted. With the chat's
-  `send_original` setting the original file follows as a document.
+  caption (scene, characters, seed, soundtrack credit, library link; <= 1024) and the result
+  buttons come from `bot.render`. An image replaces the job's progress message in place
+  (editMessageMedia); a video, or an image whose progress message cannot be edited, is sent as
+  a new message replying to the request in the same forum topic, and the progress message is
+  deleted. With the chat's `send_original` setting the original file follows as a document.
   403 (blocked, removed from the group) and requests Telegram rejects for good return a receipt
   with `message_id=None` and `error`; RetryAfter / NetworkError / TimedOut are raised so core
   retries later (the job stays `delivering`).
@@ -43,7 +43,7 @@ from telegram.error import (
 )
 
 from bot.live import LiveProgress, live_for
-from bot.render import CaptionInfo, caption, result_markup
+from bot.render import CaptionInfo, caption, result_markup, soundtrack_credit
 from bot.texts import pick_language, t
 from core.jobs.delivery import DeliveredFile, DeliveryReceipt
 from core.logs import get_logger
@@ -183,6 +183,7 @@ class TelegramDeliverer:
             link=link,
             kind=output.kind,
             operation=job.operation,
+            soundtrack=soundtrack_credit(job.soundtrack),
         )
         return caption(info, lang)
 

@@ -40,7 +40,7 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bot.progress import ProgressContent, ProgressEditor, PtbEditSender
+from bot.progress import PacingPolicy, ProgressContent, ProgressEditor, PtbEditSender
 from bot.render import (
     JobProgress,
     Phase,
@@ -100,12 +100,19 @@ class _Bounded(OrderedDict[Any, Any]):
 class LiveProgress:
     """Progress messages of one bot: posting, following events, handing over to delivery."""
 
-    def __init__(self, bot: Bot, runtime: Runtime, *, editor: ProgressEditor | None = None) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        runtime: Runtime,
+        *,
+        editor: ProgressEditor | None = None,
+        policy: PacingPolicy | None = None,
+    ) -> None:
         self.bot = bot
         self.runtime = runtime
         self.service = runtime.service
         self._sender = PtbEditSender(bot, parse_mode=ParseMode.HTML)
-        self.editor = editor or ProgressEditor(self._send)
+        self.editor = editor or ProgressEditor(self._send, policy=policy)
         self._tracked: dict[UUID, Tracked] = {}
         self._expected: set[UUID] = set()  # a handler is posting the message right now
         self._early: _Bounded = _Bounded(_MEMORY)  # job id -> [events] before the message
@@ -352,6 +359,11 @@ class LiveProgress:
             self._finished.remember(tracked.job_id)
         if tracked.key in self._taken:
             return
+        if tracked.state.phase is Phase.UPLOADING:
+            # Delivery owns the message now, maybe in another bot process (take_over guards
+            # only this one): an edit sent now could land on the delivered result.
+            self.editor.forget(tracked.chat_id, tracked.message_id)
+            return
         if tracked.state.phase is Phase.DONE:
             # Delivered without this message (the job was read before its id was stored):
             # the result is elsewhere, so the progress message goes.
@@ -431,11 +443,11 @@ def state_from_job(job: Generation) -> JobProgress:
     )
 
 
-def live_for(runtime: Runtime, bot: Bot) -> LiveProgress:
-    """The LiveProgress of this runtime (created on first use)."""
+def live_for(runtime: Runtime, bot: Bot, *, policy: PacingPolicy | None = None) -> LiveProgress:
+    """The LiveProgress of this runtime (created on first use, with `policy` if given)."""
     live = runtime.extras.get(EXTRAS_KEY)
     if not isinstance(live, LiveProgress):
-        live = LiveProgress(bot, runtime)
+        live = LiveProgress(bot, runtime, policy=policy)
         runtime.extras[EXTRAS_KEY] = live
     return live
 

@@ -102,6 +102,20 @@ class PacingPolicy:
         if self.group_budget <= self.final_reserve or self.global_budget < 1:
             raise ValueError("budgets must leave room for intermediate states")
 
+    def scaled(self, factor: float) -> PacingPolicy:
+        """The same budgets on a clock `factor` times faster: every pacing interval and window
+        divided by `factor` (benchmarks against a time-scaled flood model; 1 = unchanged)."""
+        if factor == 1:
+            return self
+        return replace(
+            self,
+            private_interval=self.private_interval / factor,
+            group_interval=self.group_interval / factor,
+            group_window=self.group_window / factor,
+            global_window=self.global_window / factor,
+            preview_interval=self.preview_interval / factor,
+        )
+
 
 class SubmitResult(enum.Enum):
     QUEUED = "queued"

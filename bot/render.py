@@ -4,9 +4,11 @@
   `JobEvent` into it (never backwards, final states stick) and `progress_text` renders it:
   queued (position, ETA) -> starting -> running (step x/y, a text progress bar, percent, ETA)
   -> post-processing -> uploading -> done / failed (with the reason) / cancelled.
-- `caption` renders a result caption (scene, characters, seed, library link) within Telegram's
-  1024 characters (UTF-16 code units, after HTML parsing) by trimming the scene at a word
-  boundary, never inside an emoji or a combining sequence; right-to-left text is isolated.
+- `caption` renders a result caption (scene, characters, seed, soundtrack credit, library link)
+  within Telegram's 1024 characters (UTF-16 code units, after HTML parsing) by trimming the
+  scene at a word boundary, never inside an emoji or a combining sequence; right-to-left text
+  is isolated. The soundtrack credit (``♪ Title — Artist`` and the store link of an iTunes
+  preview, from `soundtrack_credit(job.soundtrack)`) is never trimmed away.
 - The callback actions of scene and result buttons, and their keyboards (`bot.keyboards`' codec).
 
 Everything here is HTML for parse_mode="HTML"; user text is escaped by `bot.texts.t`.
@@ -18,9 +20,10 @@ import html
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -36,8 +39,13 @@ BAR_WIDTH = 12
 PROGRESS_SCENE_LIMIT = 160  # the scene excerpt shown on a progress message
 REASON_LIMIT = 300
 NAMES_LIMIT = 200
+CREDIT_TITLE_LIMIT = 80
+CREDIT_ARTIST_LIMIT = 60
+STORE_URL_LIMIT = 500
 ELLIPSIS = "…"
 _TAG = re.compile(r"<[^>]*>")
+_STORE_URL = re.compile(r"^https?://[^\s<>\"'\\]+$")
+_CONTROLS = re.compile("[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _FSI, _PDI = "\u2068", "\u2069"
 
 # -- callback actions (bot.keyboards codec; every one is owned by the requester) ---------------
@@ -349,6 +357,50 @@ def progress_text(state: JobProgress, lang: str) -> str:
 
 
 @dataclass(frozen=True)
+class SoundtrackCredit:
+    """Who made the music of a video: shown in its caption."""
+
+    title: str
+    artist: str | None = None
+    store_url: str | None = None  # an iTunes preview's store page (http/https only)
+
+
+def soundtrack_credit(data: Mapping[str, Any] | None) -> SoundtrackCredit | None:
+    """The credit of a job's stored soundtrack (core's `SoundtrackChoice.to_json()`); None
+    when the job has none or it is unreadable. A store link that is not a plain http(s) URL is
+    dropped (Telegram would refuse the whole caption)."""
+    if not isinstance(data, Mapping):
+        return None
+    title, artist = _one_line(data.get("title")), _one_line(data.get("artist"))
+    if not title:
+        return None
+    url = data.get("store_url")
+    if not (isinstance(url, str) and len(url) <= STORE_URL_LIMIT and _STORE_URL.match(url)):
+        url = None
+    return SoundtrackCredit(title, artist or None, url)
+
+
+def _one_line(value: Any) -> str:
+    """A stored title or artist as one clean line ("" when missing)."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(_CONTROLS.sub(" ", value).split())
+
+
+def credit_lines(credit: SoundtrackCredit, lang: str) -> list[str]:
+    """``♪ Title — Artist`` (HTML) and, for a store track, the store link on its own line."""
+    title = isolate(trim_text(credit.title, CREDIT_TITLE_LIMIT))
+    artist = isolate(trim_text(credit.artist, CREDIT_ARTIST_LIMIT)) if credit.artist else ""
+    if artist:
+        lines = [t("music.credit", lang, title=title, artist=artist)]
+    else:
+        lines = [t("music.credit_title", lang, title=title)]
+    if credit.store_url:
+        lines.append(t("music.credit_store", lang, url=credit.store_url))
+    return lines
+
+
+@dataclass(frozen=True)
 class CaptionInfo:
     scene: str
     characters: Sequence[str] = ()
@@ -356,6 +408,7 @@ class CaptionInfo:
     link: str | None = None
     kind: JobKind = JobKind.IMAGE
     operation: Operation = Operation.GENERATE
+    soundtrack: SoundtrackCredit | None = None
 
 
 def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list[str]:
@@ -376,6 +429,8 @@ def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list
             lines.append(t("scenes.caption_seed", lang, seed=info.seed))
     elif op:
         lines.append(t("scenes.caption_op", lang, op=op))
+    if info.soundtrack is not None:
+        lines.extend(credit_lines(info.soundtrack, lang))
     if info.link:
         lines.append(t("scenes.caption_link", lang, url=info.link))
     return lines
@@ -383,7 +438,7 @@ def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list
 
 def caption(info: CaptionInfo, lang: str, limit: int = CAPTION_LIMIT) -> str:
     """HTML caption of a result, at most `limit` visible UTF-16 units (the scene is trimmed;
-    the seed and the library link are always kept)."""
+    the seed, the soundtrack credit and the library link are always kept)."""
     names = trim_text(", ".join(isolate(n) for n in info.characters), NAMES_LIMIT)
     scene = info.scene.strip()
     text = "\n".join(_caption_lines(info, scene, names, lang))
@@ -398,7 +453,7 @@ def caption(info: CaptionInfo, lang: str, limit: int = CAPTION_LIMIT) -> str:
     while visible_len(text) > limit and scene:  # defensive: formatting around the scene
         scene = trim_text(scene, utf16_len(scene) - 8)
         text = "\n".join(_caption_lines(info, scene, names, lang))
-    if visible_len(text) > limit:  # pathological: keep the link and the seed only
+    if visible_len(text) > limit:  # pathological: keep the seed, the credit and the link
         text = "\n".join(_caption_lines(info, "", "", lang))
     return text
 

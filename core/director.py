@@ -160,9 +160,23 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 _SPACES = re.compile(r"\s+")
 
 
+# Letters that render as nothing: used to fake an "empty" text.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_NOT_SHOWN = frozenset({"Cc", "Cf", "Cs", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
+def has_visible(text: str) -> bool:
+    """True when `text` shows something: not only spaces, zero-width and bidi format
+    characters, lone combining marks or blank filler letters."""
+    return any(
+        unicodedata.category(char) not in _NOT_SHOWN and char not in _BLANK_LETTERS for char in text
+    )
+
+
 def clean_text(text: str) -> str:
     """Control characters, bidi overrides and lone surrogates removed, whitespace collapsed.
-    Emoji (with their joiners), RTL letters and quotes are kept as they are."""
+    Emoji (with their joiners), RTL letters and quotes are kept as they are. Text that shows
+    nothing (only zero-width or blank characters) becomes empty."""
     out: list[str] = []
     for char in text:
         category = unicodedata.category(char)
@@ -172,7 +186,8 @@ def clean_text(text: str) -> str:
             continue
         else:
             out.append(char)
-    return _SPACES.sub(" ", "".join(out)).strip()
+    cleaned = _SPACES.sub(" ", "".join(out)).strip()
+    return cleaned if has_visible(cleaned) else ""
 
 
 def _escape_unbalanced(text: str) -> str:

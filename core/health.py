@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import aiohttp
+import asyncpg
 
 from core.db.migrate import pending_migrations
 from core.db.pool import Database
@@ -61,7 +62,7 @@ async def guarded(name: str, check: Callable[[], Awaitable[ComponentHealth]]) ->
         return failed(name, f"no answer within {CHECK_TIMEOUT_S:.0f} s")
     except AnimeBotError as error:
         return failed(name, str(error))
-    except (aiohttp.ClientError, OSError) as error:
+    except (aiohttp.ClientError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return failed(name, f"{type(error).__name__}: {error}")
 
 

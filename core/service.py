@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,8 +54,15 @@ VARIATION_DENOISE = 0.55
 UPSCALE_FACTOR = 2.0
 APPEARANCE_MAX = 2000
 PERSONALITY_MAX = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# Removed from free text: control characters (but line breaks), zero-width spaces, bidi
+# marks and overrides. The zero-width (non-)joiners stay: emoji and Persian words need them.
+_CONTROL = re.compile(
+    r"[\x00-\x09\x0b-\x1f\x7f\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
+_SPACING = re.compile(r"[\t\v\f]")
+_JOINERS = re.compile("[\u200c\u200d]")
 _NAME_OK = re.compile(r"^[\w][\w .'\-]*$", re.UNICODE)
+_MARKS = frozenset({"Mn", "Mc"})
 
 
 class AccessDenied(InvalidInput):
@@ -101,8 +109,12 @@ class Stats:
 
 
 def clean_text(text: str, *, limit: int, field: str, minimum: int = 1) -> str:
-    """Strip control characters and outer space; enforce a length (a user-facing error)."""
+    """Strip control characters and outer space; enforce a length (a user-facing error).
+    Line breaks are kept, a tab is a space; text that shows nothing counts as empty."""
+    text = _SPACING.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
     cleaned = _CONTROL.sub("", text).strip()
+    if not director.has_visible(cleaned):
+        cleaned = ""
     if len(cleaned) < minimum:
         raise InvalidInput(
             f"{field} too short", user_message=f"The {field} is empty. Please write it again."
@@ -115,9 +127,18 @@ def clean_text(text: str, *, limit: int, field: str, minimum: int = 1) -> str:
     return cleaned
 
 
+def _name_ok(name: str) -> bool:
+    """Letters and digits of any script (with their combining marks), spaces, . ' -."""
+    if not name or unicodedata.category(name[0]) in _MARKS:
+        return False
+    bare = "".join(char for char in name if unicodedata.category(char) not in _MARKS)
+    return bool(_NAME_OK.match(bare))
+
+
 def clean_name(text: str) -> str:
-    name = " ".join(clean_text(text, limit=NAME_MAX, field="name").split())
-    if not _NAME_OK.match(name):
+    cleaned = clean_text(_JOINERS.sub("", text), limit=NAME_MAX, field="name")
+    name = unicodedata.normalize("NFC", " ".join(cleaned.split()))
+    if not _name_ok(name):
         raise InvalidInput(
             f"bad character name {name!r}",
             user_message="A name uses letters, digits, spaces, dots, apostrophes or dashes, "
@@ -403,6 +424,7 @@ class StudioService:
         job_id = uuid.uuid4()
         today = datetime.now(UTC).date()
         async with transaction(self.db) as conn:
+            await people.lock_user(conn, actor.user_id)  # concurrent requests: one at a time
             active = await gen_db.count_active_for_user(conn, actor.user_id)
             if active >= self.settings.max_queued_per_user:
                 raise LimitReached(

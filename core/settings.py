@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     allowed_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Operations
+    status_host: str = "127.0.0.1"
     status_port: int = Field(default=8765, ge=0, le=65535)
     status_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

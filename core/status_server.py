@@ -328,6 +328,7 @@ class StatusServer:
             await ws.prepare(request)
             self._feeds.add(ws)
             reader = asyncio.create_task(_drain(ws), name="status-feed-reader")
+            getter: asyncio.Task[JobEvent] | None = None
             try:
                 await self._send(ws, {"type": "hello", "server_time": _now()})
                 while not ws.closed:
@@ -336,16 +337,17 @@ class StatusServer:
                         {getter, reader}, return_when=asyncio.FIRST_COMPLETED
                     )
                     if getter not in done:
-                        getter.cancel()
-                        break
+                        break  # the client closed (or the server is stopping)
                     await self._send(ws, feed_message(getter.result()))
             except (ConnectionError, TimeoutError, aiohttp.ClientError):
                 pass  # the client went away or stopped reading
             finally:
                 self._feeds.discard(ws)
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                for task in (getter, reader):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1.0):
                         await ws.close()
@@ -422,10 +424,14 @@ def _backend_line(
 
 
 async def _guard(name: str, check: Callable[[], Awaitable[ComponentHealth]]) -> ComponentHealth:
-    """core.health.guarded, plus the database errors it lets through (a closed pool)."""
+    """core.health.guarded, plus what it lets through: database errors (a closed pool) and
+    anything else (a non-JSON answer), so a probe always answers with a FAILED line."""
     try:
         return await guarded(name, check)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return failed(name, f"{type(error).__name__}: {error}")
+    except Exception as error:
+        log.warning("readiness check crashed", check=name, error=repr(error))
         return failed(name, f"{type(error).__name__}: {error}")
 
 

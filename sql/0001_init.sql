@@ -11,6 +11,7 @@ CREATE TABLE users (
     daily_quota     integer CHECK (daily_quota >= 0),  -- NULL: the DAILY_QUOTA setting
     quota_used      integer NOT NULL DEFAULT 0 CHECK (quota_used >= 0),
     quota_day       date NOT NULL DEFAULT CURRENT_DATE,
+    last_served_at  timestamptz,                        -- when a job of theirs last started
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_seen_at    timestamptz NOT NULL DEFAULT now()
 );
@@ -179,7 +180,6 @@ CREATE TABLE backends (
 CREATE VIEW queue_order AS
 SELECT g.id, g.requester_id, g.workflow, g.created_at,
        row_number() OVER (PARTITION BY g.requester_id ORDER BY g.created_at, g.id) AS turn,
-       (SELECT max(p.submitted_at) FROM generations p
-        WHERE p.requester_id = g.requester_id AND p.status <> 'queued') AS served_at
-FROM generations g
+       u.last_served_at AS served_at
+FROM generations g JOIN users u ON u.id = g.requester_id
 WHERE g.status = 'queued' AND NOT g.cancel_requested;

@@ -9,6 +9,9 @@
 - The `scene` button of a character card (bot.keyboards.SCENE, from bot/handlers/characters.py)
   asks for the scene text (the next message in a private chat, a reply in a group); the
   character is preselected. Replying `/video ...` to that question makes a video instead.
+- Soundtracks (bot/handlers/music.py extends this flow): `/video ... --music "query"` shows the
+  music chooser once the characters are known (`queue_scene`); `--music` on /image is refused
+  with a clear message; a video may carry its soundtrack through the picker (`PickerDraft`).
 
 Every job gets one progress message (`bot.live.LiveProgress.post`).
 """
@@ -59,6 +62,7 @@ from bot.texts import t, t_plain
 from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
 from core.models import JobKind
+from core.music.service import SoundtrackChoice
 
 log = get_logger(__name__)
 
@@ -79,6 +83,7 @@ class PickerDraft:
     request_message_id: int | None
     characters: list[tuple[UUID, str]]
     selected: set[UUID] = field(default_factory=set)
+    soundtrack: SoundtrackChoice | None = None  # an audio the user sent with the command
 
 
 @dataclass
@@ -168,6 +173,7 @@ async def start_scene(
     text: str,
     *,
     preselected: list[UUID] | None = None,
+    soundtrack: SoundtrackChoice | None = None,
 ) -> None:
     """Check the request, find its characters (or ask), queue it and post its progress."""
     asker = await who(update, context)
@@ -178,10 +184,14 @@ async def start_scene(
         return
     service = service_of(context)
     try:
-        service_of(context).check_scene(text, kind)  # bad options: say so before asking
+        request = service.check_scene(text, kind)  # bad options: say so before asking
     except InvalidInput as error:
         log.info("scene refused", reason=str(error), user_id=asker.user_id)
         await report_error(update, error, asker.lang)
+        return
+    if request.music_query is not None and kind is not JobKind.VIDEO:
+        log.info("music asked for an image", user_id=asker.user_id)
+        await reply(update, t("music.only_videos", asker.lang))
         return
     ids = list(preselected or [])
     for character in await service.match_characters(asker.user_id, text):
@@ -190,9 +200,20 @@ async def start_scene(
     if not ids:
         owned, _total = await service.list_characters(asker.user_id, per_page=PICKER_LIMIT)
         if owned:
-            await ask_characters(update, context, asker, kind, text, owned_pairs(owned))
+            await ask_characters(
+                update, context, asker, kind, text, owned_pairs(owned), soundtrack=soundtrack
+            )
             return
-    await enqueue(update, context, asker, kind, text, ids, request_message_id=message.message_id)
+    await queue_scene(
+        update,
+        context,
+        asker,
+        kind,
+        text,
+        ids,
+        request_message_id=message.message_id,
+        soundtrack=soundtrack,
+    )
 
 
 def owned_pairs(owned: list[Any]) -> list[tuple[UUID, str]]:
@@ -206,6 +227,8 @@ async def ask_characters(
     kind: JobKind,
     text: str,
     characters: list[tuple[UUID, str]],
+    *,
+    soundtrack: SoundtrackChoice | None = None,
 ) -> None:
     message = update.effective_message
     assert message is not None
@@ -219,9 +242,56 @@ async def ask_characters(
     pending_of(context).add_picker(
         picker.chat_id,
         picker.message_id,
-        PickerDraft(asker.user_id, kind, text, message.message_id, characters),
+        PickerDraft(
+            asker.user_id, kind, text, message.message_id, characters, soundtrack=soundtrack
+        ),
     )
     log.info("asked for the characters of a scene", user_id=asker.user_id, kind=kind.value)
+
+
+async def queue_scene(
+    update: Update,
+    context: Context,
+    asker: Who,
+    kind: JobKind,
+    text: str,
+    character_ids: list[UUID],
+    *,
+    request_message_id: int | None,
+    reuse_message: Message | None = None,
+    soundtrack: SoundtrackChoice | None = None,
+) -> bool:
+    """Queue the scene, unless it is a video asking for music (`--music "..."`) without a
+    soundtrack yet: then the music chooser is shown instead (in `reuse_message` when given).
+    True when the job was queued."""
+    if kind is JobKind.VIDEO and soundtrack is None:
+        try:
+            query = service_of(context).check_scene(text, kind).music_query
+        except InvalidInput:
+            query = None  # enqueue reports it
+        if query is not None:
+            from bot.handlers import music  # it extends this flow (and imports this module)
+
+            await music.ask_soundtrack(
+                update,
+                context,
+                asker,
+                music.SceneOrder(asker.user_id, text, request_message_id, character_ids),
+                query,
+                reuse_message=reuse_message,
+            )
+            return False
+    return await enqueue(
+        update,
+        context,
+        asker,
+        kind,
+        text,
+        character_ids,
+        request_message_id=request_message_id,
+        reuse_message=reuse_message,
+        soundtrack=soundtrack,
+    )
 
 
 async def enqueue(
@@ -234,6 +304,7 @@ async def enqueue(
     *,
     request_message_id: int | None,
     reuse_message: Message | None = None,
+    soundtrack: SoundtrackChoice | None = None,
 ) -> bool:
     """Queue the scene and post its progress message. False (and the user told) on refusal."""
     service = service_of(context)
@@ -244,6 +315,7 @@ async def enqueue(
             text,
             character_ids=character_ids,
             request_message_id=request_message_id,
+            soundtrack=soundtrack,
         )
     except AnimeBotError as error:
         log.info("scene refused", reason=str(error), user_id=asker.user_id)
@@ -269,6 +341,7 @@ async def enqueue(
         kind=kind.value,
         characters=len(character_ids),
         position=ticket.position,
+        soundtrack=soundtrack.source if soundtrack is not None else None,
     )
     return True
 
@@ -401,7 +474,7 @@ async def pick_done(update: Update, context: Context) -> None:
     assert query is not None and isinstance(query.message, Message)
     pending_of(context).pickers.pop((query.message.chat_id, query.message.message_id), None)
     order = [cid for cid, _ in draft.characters if cid in draft.selected]
-    started = await enqueue(
+    started = await queue_scene(
         update,
         context,
         asker,
@@ -410,6 +483,7 @@ async def pick_done(update: Update, context: Context) -> None:
         order,
         request_message_id=draft.request_message_id,
         reuse_message=query.message,
+        soundtrack=draft.soundtrack,
     )
     if started:
         await toast(update, t_plain("scenes.started_toast", asker.lang))
@@ -457,6 +531,8 @@ async def scene_button(update: Update, context: Context) -> None:
 
 
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    from bot.handlers import music  # it extends this flow (and imports this module)
+
     pending = PendingScenes()
     app.bot_data[PENDING_KEY] = pending
     app.add_handler(CommandHandler("image", image_command))
@@ -471,3 +547,4 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             filters.TEXT & ~filters.COMMAND & _AnswersSceneQuestion(pending), scene_answer
         )
     )
+    music.register(app)

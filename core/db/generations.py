@@ -291,6 +291,9 @@ async def claim(
         if row is None:
             return None
         await conn.execute(
+            "UPDATE users SET last_served_at = now() WHERE id = $1", row["requester_id"]
+        )
+        await conn.execute(
             _EVENT,
             job_id,
             JobState.QUEUED.value,

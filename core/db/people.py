@@ -59,6 +59,12 @@ async def set_daily_quota(db: Executor, user_id: int, quota: int | None) -> User
     return None if row is None else User.from_record(row)
 
 
+async def lock_user(db: Executor, user_id: int) -> None:
+    """Hold the user's row until the transaction ends: their checks and inserts run one at a
+    time (a flood of concurrent requests cannot all pass a limit at once)."""
+    await db.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+
+
 _TAKE_QUOTA = """
 UPDATE users SET
     quota_used = CASE WHEN quota_day = $2 THEN quota_used + 1 ELSE 1 END,

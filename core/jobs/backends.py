@@ -86,7 +86,8 @@ class BackendPool:
 
     def usable(self, workflow: str | None = None) -> list[BackendHandle]:
         return [
-            h for h in self.handles.values()
+            h
+            for h in self.handles.values()
             if h.healthy and (workflow is None or h.supports(workflow))
         ]
 
@@ -111,8 +112,12 @@ class BackendPool:
                 }
                 handle.checked = True
                 for name, problems in handle.missing.items():
-                    log.warning("workflow not routed to backend", backend=handle.url,
-                                workflow=name, problems=problems[:5])
+                    log.warning(
+                        "workflow not routed to backend",
+                        backend=handle.url,
+                        workflow=name,
+                        problems=problems[:5],
+                    )
             handle.healthy = True
             handle.last_error = None
             handle.down_since = None
@@ -122,8 +127,12 @@ class BackendPool:
             if handle.down_since is None:
                 handle.down_since = time.monotonic()
         if handle.healthy != was_healthy:
-            log.info("backend health changed", backend=handle.url, healthy=handle.healthy,
-                     error=handle.last_error)
+            log.info(
+                "backend health changed",
+                backend=handle.url,
+                healthy=handle.healthy,
+                error=handle.last_error,
+            )
             self.changed.set()
 
     async def check_all(self, db: Executor | None = None) -> None:
@@ -132,6 +141,11 @@ class BackendPool:
             now = datetime.now(UTC)
             for h in self.handles.values():
                 await workers_db.save_backend(
-                    db, h.url, healthy=h.healthy, version=h.version, last_error=h.last_error,
-                    missing_workflows=sorted(h.missing), checked_at=now,
+                    db,
+                    h.url,
+                    healthy=h.healthy,
+                    version=h.version,
+                    last_error=h.last_error,
+                    missing_workflows=sorted(h.missing),
+                    checked_at=now,
                 )

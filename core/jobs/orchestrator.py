@@ -22,6 +22,7 @@ from uuid import UUID
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import workers as workers_db
+from core.db.tx import transaction
 from core.errors import AnimeBotError, IllegalTransition
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
@@ -57,8 +58,12 @@ class Orchestrator:
             settings.comfyui_urls, runtime.registry, timeout_s=settings.comfyui_timeout_s
         )
         self.ctx = EngineContext(
-            settings=settings, db=runtime.database.pool, events=runtime.events,
-            registry=runtime.registry, backends=self.backends, owner=runtime.worker_key,
+            settings=settings,
+            db=runtime.database.pool,
+            events=runtime.events,
+            registry=runtime.registry,
+            backends=self.backends,
+            owner=runtime.worker_key,
         )
         self.dispatch_wakeup = asyncio.Event()
         self.queue_changed = asyncio.Event()
@@ -81,13 +86,19 @@ class Orchestrator:
         self.backends.changed.set()
         await self.reconcile()
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
-            self._dispatch_loop, self._health_loop, self._reconcile_loop, self._queue_loop,
+            self._dispatch_loop,
+            self._health_loop,
+            self._reconcile_loop,
+            self._queue_loop,
         ]
         if self.deliverer is not None:
             loops.append(self._delivery_loop)
         self._loops = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
-        log.info("orchestrator started", backends=list(self.backends.handles),
-                 delivers=self.deliverer is not None)
+        log.info(
+            "orchestrator started",
+            backends=list(self.backends.handles),
+            delivers=self.deliverer is not None,
+        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -115,9 +126,9 @@ class Orchestrator:
             if job_id in self.ctx.cancels:
                 self.ctx.cancels[job_id].set()
 
-    async def _sleep_until(self, event: asyncio.Event, timeout: float) -> None:
+    async def _sleep_until(self, event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), seconds)
         event.clear()
 
     async def _guard(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
@@ -177,10 +188,16 @@ class Orchestrator:
             if self._positions.get(job.id) == position:
                 continue
             average = DEFAULT_JOB_SECONDS.get(job.kind.value, DEFAULT_JOB_SECONDS["image"])
-            self.ctx.events.publish(JobEvent(
-                job_id=job.id, type="queue", status=JobState.QUEUED.value, chat_id=job.chat_id,
-                position=position, eta_s=queue_eta(position, average, max(1, slots)),
-            ))
+            self.ctx.events.publish(
+                JobEvent(
+                    job_id=job.id,
+                    type="queue",
+                    status=JobState.QUEUED.value,
+                    chat_id=job.chat_id,
+                    position=position,
+                    eta_s=queue_eta(position, average, max(1, slots)),
+                )
+            )
             published += 1
         self._positions = positions
         return published
@@ -190,8 +207,9 @@ class Orchestrator:
             if candidate.workflow not in self.ctx.registry:
                 await self._fail_unknown_workflow(candidate)
                 continue
-            job = await gen_db.claim(self.ctx.db, candidate.id, backend=url,
-                                     owner=self.ctx.owner, max_in_flight=limit)
+            job = await gen_db.claim(
+                self.ctx.db, candidate.id, backend=url, owner=self.ctx.owner, max_in_flight=limit
+            )
             if job is not None:
                 self.ctx.publish_state(job)
                 return job
@@ -203,7 +221,9 @@ class Orchestrator:
     async def _fail_unknown_workflow(self, job: Generation) -> None:
         with contextlib.suppress(IllegalTransition):
             failed = await gen_db.transition(
-                self.ctx.db, job.id, JobState.FAILED,
+                self.ctx.db,
+                job.id,
+                JobState.FAILED,
                 error=f"The workflow {job.workflow} is not installed.",
             )
             self.ctx.publish_state(failed)
@@ -213,8 +233,9 @@ class Orchestrator:
         if backend is None:
             raise AnimeBotError(f"job {job.id} on unknown backend {job.backend}")
         self.ctx.cancel_event(job.id)
-        task = asyncio.create_task(JobRunner(self.ctx, job, backend, resume=resume).run(),
-                                   name=f"job-{job.id}")
+        task = asyncio.create_task(
+            JobRunner(self.ctx, job, backend, resume=resume).run(), name=f"job-{job.id}"
+        )
         self.runners[job.id] = task
 
         def finished(_task: asyncio.Task[None]) -> None:
@@ -243,8 +264,9 @@ class Orchestrator:
         for job in await gen_db.list_orphans(self.ctx.db, live):
             if job.status is JobState.DELIVERING or job.id in self.runners:
                 continue
-            if not await gen_db.adopt(self.ctx.db, job.id, owner=self.ctx.owner,
-                                      previous=job.lease_owner):
+            if not await gen_db.adopt(
+                self.ctx.db, job.id, owner=self.ctx.owner, previous=job.lease_owner
+            ):
                 continue
             adopted += 1
             bind_context(job_id=str(job.id))
@@ -260,11 +282,19 @@ class Orchestrator:
 
     async def _requeue_orphan(self, job: Generation) -> None:
         try:
-            await gen_db.transition(self.ctx.db, job.id, JobState.QUEUED,
-                                    detail={"requeued": "backend no longer configured"})
+            await gen_db.transition(
+                self.ctx.db,
+                job.id,
+                JobState.QUEUED,
+                detail={"requeued": "backend no longer configured"},
+            )
         except IllegalTransition:
-            await gen_db.transition(self.ctx.db, job.id, JobState.FAILED,
-                                    error="Its GPU server is no longer configured.")
+            await gen_db.transition(
+                self.ctx.db,
+                job.id,
+                JobState.FAILED,
+                error="Its GPU server is no longer configured.",
+            )
         self.dispatch_wakeup.set()
 
     # -- delivery -------------------------------------------------------------------------
@@ -280,8 +310,9 @@ class Orchestrator:
         for job in await gen_db.list_deliverable(self.ctx.db, live):
             if job.id in self.deliveries or self._delivery_backoff.get(job.id, 0) > now:
                 continue
-            if not await gen_db.adopt(self.ctx.db, job.id, owner=self.ctx.owner,
-                                      previous=job.lease_owner):
+            if not await gen_db.adopt(
+                self.ctx.db, job.id, owner=self.ctx.owner, previous=job.lease_owner
+            ):
                 continue
             task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.id}")
             self.deliveries[job.id] = task
@@ -302,21 +333,33 @@ class Orchestrator:
                 receipt = await asyncio.wait_for(
                     self.deliverer.deliver(job, outputs), DELIVERY_TIMEOUT_S
                 )
-                # Recorded before the job is marked done: a restart never delivers twice.
-                await gen_db.record_delivery(self.ctx.db, job.id,
-                                             result_message_id=receipt.message_id,
-                                             delivery_error=receipt.error)
-                for delivered in receipt.files:
-                    await out_db.record_telegram(self.ctx.db, delivered.output_id,
-                                                 file_id=delivered.file_id,
-                                                 message_id=delivered.message_id)
+                # Recorded before the job is marked done: a restart never delivers twice. One
+                # transaction, so a crash never leaves the job's message id without its outputs'.
+                async with transaction(self.ctx.db) as conn:
+                    await gen_db.record_delivery(
+                        conn,
+                        job.id,
+                        result_message_id=receipt.message_id,
+                        delivery_error=receipt.error,
+                    )
+                    for delivered in receipt.files:
+                        await out_db.record_telegram(
+                            conn,
+                            delivered.output_id,
+                            file_id=delivered.file_id,
+                            message_id=delivered.message_id,
+                        )
             done = await gen_db.transition(self.ctx.db, job.id, JobState.DONE)
             self._delivery_backoff.pop(job.id, None)
             self.ctx.publish_state(done)
-            self.ctx.events.publish(JobEvent(job_id=done.id, type="delivered", status="done",
-                                             chat_id=done.chat_id))
-            log.info("job delivered", message_id=done.result_message_id,
-                     delivery_error=done.delivery_error)
+            self.ctx.events.publish(
+                JobEvent(job_id=done.id, type="delivered", status="done", chat_id=done.chat_id)
+            )
+            log.info(
+                "job delivered",
+                message_id=done.result_message_id,
+                delivery_error=done.delivery_error,
+            )
             for hook in self.on_done:
                 await hook(done)
         except asyncio.CancelledError:

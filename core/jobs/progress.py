@@ -48,7 +48,9 @@ class ProgressModel:
     node: str | None = None
     executed_nodes: set[str] = field(default_factory=set)
     sampler_done: dict[str, int] = field(default_factory=dict)
-    _step_times: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=_RATE_WINDOW))
+    _step_times: deque[tuple[float, int]] = field(
+        default_factory=lambda: deque(maxlen=_RATE_WINDOW)
+    )
 
     @classmethod
     def for_prompt(cls, prompt: Mapping[str, Any]) -> ProgressModel:

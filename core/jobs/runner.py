@@ -129,9 +129,10 @@ class JobRunner:
             value = params.get(key)
             if isinstance(value, str) and value.startswith("/"):
                 path = Path(value)
-                if not path.is_file():
-                    raise JobFailed(f"{key} {path} missing",
-                                    user_message="The input image of this job is gone.")
+                if not await asyncio.to_thread(path.is_file):
+                    raise JobFailed(
+                        f"{key} {path} missing", user_message="The input image of this job is gone."
+                    )
                 params[key] = await self._upload(path, key)
         return patch(workflow, params, job_id=self.pid)
 
@@ -191,36 +192,43 @@ class JobRunner:
         started = self.job.submitted_at.timestamp() if self.job.submitted_at else time.time()
         deadline = started + self.ctx.timeout_for(self.job)
         cancel = self.ctx.cancel_event(self.job.id)
-        last_poll = time.monotonic()
+        last_poll = last_cancel_check = time.monotonic()
         while True:
-            if cancel.is_set() or await self._cancel_requested():
+            # The NOTIFY sets `cancel` at once; the database is read only now and then, as a
+            # fallback (not once per WebSocket event: a busy engine gets thousands of them).
+            recheck = time.monotonic() - last_cancel_check >= POLL_INTERVAL_S
+            if recheck:
+                last_cancel_check = time.monotonic()
+            if cancel.is_set() or (recheck and await self._cancel_requested()):
                 await self._cancel_in_backend()
                 raise JobCancelled("cancelled")
             if time.time() > deadline:
                 await self._cancel_in_backend()
                 limit = duration_text(self.ctx.timeout_for(self.job))
-                raise JobFailed("timeout", user_message=f"The job took longer than {limit} "
-                                "and was stopped.")
+                raise JobFailed(
+                    "timeout", user_message=f"The job took longer than {limit} and was stopped."
+                )
             event = await self._next_event(queue, cancel)
             if event is not None:
                 entry = await self._on_event(event, model)
                 if entry is not None:
                     return entry
-            if event is None or isinstance(event, p.Reconnected) or (
-                time.monotonic() - last_poll > 5 * POLL_INTERVAL_S
+            if (
+                event is None
+                or isinstance(event, p.Reconnected)
+                or (time.monotonic() - last_poll > 5 * POLL_INTERVAL_S)
             ):
                 last_poll = time.monotonic()
                 entry = await self._poll(prompt)
                 if entry is not None:
                     return entry
 
-    async def _next_event(
-        self, queue: asyncio.Queue[Event], cancel: asyncio.Event
-    ) -> Event | None:
+    async def _next_event(self, queue: asyncio.Queue[Event], cancel: asyncio.Event) -> Event | None:
         get = asyncio.ensure_future(queue.get())
         stop = asyncio.ensure_future(cancel.wait())
-        done, _ = await asyncio.wait({get, stop}, timeout=POLL_INTERVAL_S,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {get, stop}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+        )
         stop.cancel()
         if get in done:
             return get.result()
@@ -249,13 +257,21 @@ class JobRunner:
             model.step(event.node, event.value, event.max, time.monotonic())
             await self._progress(model)
         elif isinstance(event, p.Preview):
-            self.ctx.events.publish(JobEvent(
-                job_id=self.job.id, type="preview", status=JobState.RUNNING.value,
-                chat_id=self.job.chat_id, preview=event.data, preview_mime=event.mime,
-            ))
+            self.ctx.events.publish(
+                JobEvent(
+                    job_id=self.job.id,
+                    type="preview",
+                    status=JobState.RUNNING.value,
+                    chat_id=self.job.chat_id,
+                    preview=event.data,
+                    preview_mime=event.mime,
+                )
+            )
         elif isinstance(event, p.ExecutionError):
-            raise JobFailed(f"execution_error: {event.exception_message}",
-                            user_message=p.execution_reason(event))
+            raise JobFailed(
+                f"execution_error: {event.exception_message}",
+                user_message=p.execution_reason(event),
+            )
         elif isinstance(event, p.ExecutionInterrupted):
             if await self._cancel_requested():
                 raise JobCancelled("interrupted on request")
@@ -267,8 +283,9 @@ class JobRunner:
             return
         self.running_marked = True
         try:
-            job = await gen_db.transition(self.ctx.db, self.job.id, JobState.RUNNING,
-                                          expected=JobState.SUBMITTED)
+            job = await gen_db.transition(
+                self.ctx.db, self.job.id, JobState.RUNNING, expected=JobState.SUBMITTED
+            )
         except IllegalTransition:
             return
         self.job = job
@@ -276,11 +293,19 @@ class JobRunner:
 
     async def _progress(self, model: ProgressModel) -> None:
         snap = model.snapshot()
-        self.ctx.events.publish(JobEvent(
-            job_id=self.job.id, type="progress", status=JobState.RUNNING.value,
-            chat_id=self.job.chat_id, percent=snap.percent, node=snap.node, step=snap.step,
-            steps=snap.steps, eta_s=snap.eta_s,
-        ))
+        self.ctx.events.publish(
+            JobEvent(
+                job_id=self.job.id,
+                type="progress",
+                status=JobState.RUNNING.value,
+                chat_id=self.job.chat_id,
+                percent=snap.percent,
+                node=snap.node,
+                step=snap.step,
+                steps=snap.steps,
+                eta_s=snap.eta_s,
+            )
+        )
         now = time.monotonic()
         if now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL_S:
             self._last_progress_write = now
@@ -368,12 +393,21 @@ class JobRunner:
                 process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
             )
             await out_db.save_output(
-                self.ctx.db, generation_id=self.job.id, position=index, kind=spec.kind,
-                file_path=str(spec.file_path), mime=spec.mime, size_bytes=spec.size_bytes,
-                sha256=spec.sha256, delivery_path=str(spec.delivery_path),
+                self.ctx.db,
+                generation_id=self.job.id,
+                position=index,
+                kind=spec.kind,
+                file_path=str(spec.file_path),
+                mime=spec.mime,
+                size_bytes=spec.size_bytes,
+                sha256=spec.sha256,
+                delivery_path=str(spec.delivery_path),
                 thumbnail_path=str(spec.thumbnail_path) if spec.thumbnail_path else None,
-                width=spec.width, height=spec.height, duration_s=spec.duration_s,
-                comfy_node=ref.node_id, comfy_filename=ref.filename[:255],
+                width=spec.width,
+                height=spec.height,
+                duration_s=spec.duration_s,
+                comfy_node=ref.node_id,
+                comfy_filename=ref.filename[:255],
                 library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
             )
         self.job = await self._to_delivering()
@@ -425,13 +459,21 @@ class JobRunner:
 
     async def _requeue(self, reason: str) -> None:
         try:
-            job = await gen_db.transition(self.ctx.db, self.job.id, JobState.QUEUED,
-                                          detail={"requeued": reason})
+            job = await gen_db.transition(
+                self.ctx.db, self.job.id, JobState.QUEUED, detail={"requeued": reason}
+            )
         except IllegalTransition:
             # Lost while post-processing: the outputs on that backend are gone too.
-            await self._end(JobState.FAILED, "The GPU server went away while the result was "
-                            "being fetched.")
+            await self._end(
+                JobState.FAILED, "The GPU server went away while the result was being fetched."
+            )
             return
-        self.ctx.events.publish(JobEvent(job_id=job.id, type="state", status="queued",
-                                         chat_id=job.chat_id,
-                                         message="waiting for a GPU server"))
+        self.ctx.events.publish(
+            JobEvent(
+                job_id=job.id,
+                type="state",
+                status="queued",
+                chat_id=job.chat_id,
+                message="waiting for a GPU server",
+            )
+        )

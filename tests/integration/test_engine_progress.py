@@ -6,6 +6,7 @@ Real PostgreSQL, the fake ComfyUI over HTTP/WS, the real Runtime + Orchestrator.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,12 @@ from core.db import generations as gen_db
 from core.states import JobState
 from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
 from tests.integration.engine_kit import (
+    collect_until_final,
     fast_engine,
     interrupts_for,
     job,
     posts_for,
     submit,
-    collect_until_final,
     wait_all,
 )
 
@@ -39,8 +40,9 @@ async def test_progress_events_in_order_and_recorded(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url],
-                               comfyui_max_in_flight=1)
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
+    )
     install_models(fake_comfy, settings)
     fake_comfy.step_delay_s = 0.15
     deliverer = RecordingDeliverer()
@@ -71,8 +73,9 @@ async def test_progress_events_in_order_and_recorded(
         steps = [(e.step, e.steps, e.percent) for e in progress if e.steps == 4 and e.step]
         assert [s for s, _, _ in steps] == [1, 2, 3, 4], steps
         step_percents = [p for _, _, p in steps]
-        assert all(a is not None and b is not None and a < b
-                   for a, b in zip(step_percents, step_percents[1:], strict=False))
+        assert all(
+            a is not None and b is not None and a < b for a, b in itertools.pairwise(step_percents)
+        )
         # Percent never goes back over the whole stream and reaches 100 at done.
         percents = [e.percent for e in events if e.percent is not None]
         assert percents == sorted(percents), percents
@@ -87,15 +90,21 @@ async def test_progress_events_in_order_and_recorded(
 
         # The database history: every transition, in order, chained, with timestamps.
         history = await gen_db.list_events(runtime.database.pool, job_id)
-        transitions = [h for h in history if h.to_status in STATE_ORDER + ["failed", "cancelled"]]
+        transitions = [h for h in history if h.to_status in [*STATE_ORDER, "failed", "cancelled"]]
         assert [h.to_status for h in transitions] == STATE_ORDER
         assert [h.from_status for h in transitions] == [None, *STATE_ORDER[:-1]]
         stamps = [h.at for h in transitions]
         assert stamps == sorted(stamps)
         assert done.submitted_at and done.running_at and done.postprocessing_at
         assert done.delivering_at and done.finished_at
-        assert (done.created_at <= done.submitted_at <= done.running_at <= done.postprocessing_at
-                <= done.delivering_at <= done.finished_at)
+        assert (
+            done.created_at
+            <= done.submitted_at
+            <= done.running_at
+            <= done.postprocessing_at
+            <= done.delivering_at
+            <= done.finished_at
+        )
         assert done.progress == 1
         assert len(deliverer.delivered) == 2
     finally:
@@ -151,8 +160,9 @@ async def test_execution_error_fails_with_node_and_message(
     install_models(fake_comfy, settings)
     runtime = await start_runtime(settings, RecordingDeliverer())
     try:
-        fake_comfy.fail_next("10", "CUDA out of memory. Tried to allocate 2.00 GiB",
-                             "torch.OutOfMemoryError")
+        fake_comfy.fail_next(
+            "10", "CUDA out of memory. Tried to allocate 2.00 GiB", "torch.OutOfMemoryError"
+        )
         job_id = await submit(runtime, 1, "a castle --steps 2")
         (failed,) = await wait_all(runtime, [job_id])
         assert failed.status is JobState.FAILED
@@ -171,8 +181,7 @@ async def test_job_timeout_fails_and_interrupts_the_prompt(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url],
-                               image_timeout_s=2)
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url], image_timeout_s=2)
     install_models(fake_comfy, settings)
     fake_comfy.step_delay_s = 0.5
     deliverer = RecordingDeliverer()

@@ -36,8 +36,9 @@ async def test_restart_in_every_state_finishes_each_job_once(
     fast_engine(monkeypatch)
     gate = PostprocessGate()
     gate.install(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url],
-                               comfyui_max_in_flight=3)
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=3
+    )
     install_models(fake_comfy, settings)
     first_chat = HangingDeliverer()
     first = await start_runtime(settings, first_chat)
@@ -65,15 +66,21 @@ async def test_restart_in_every_state_finishes_each_job_once(
         await wait_all(first, [ran], {JobState.RUNNING}, timeout=10)
         waiting = await submit(first, 5, "submitted --steps 6")
         lost = await submit(first, 6, "submitted then lost --steps 2")
-        await until(lambda: {str(waiting), str(lost)} <= set(fake_comfy.pending_ids),
-                    what="prompts pending in ComfyUI")
+        await until(
+            lambda: {str(waiting), str(lost)} <= set(fake_comfy.pending_ids),
+            what="prompts pending in ComfyUI",
+        )
         queued = await submit(first, 7, "queued --steps 1")
         ids = [mid, sent, post, ran, waiting, lost, queued]
         states = {i: (await job(first, i)).status for i in ids}
         assert states == {
-            mid: JobState.DELIVERING, sent: JobState.DELIVERING,
-            post: JobState.POSTPROCESSING, ran: JobState.RUNNING,
-            waiting: JobState.SUBMITTED, lost: JobState.SUBMITTED, queued: JobState.QUEUED,
+            mid: JobState.DELIVERING,
+            sent: JobState.DELIVERING,
+            post: JobState.POSTPROCESSING,
+            ran: JobState.RUNNING,
+            waiting: JobState.SUBMITTED,
+            lost: JobState.SUBMITTED,
+            queued: JobState.QUEUED,
         }
 
         first_down = True
@@ -93,7 +100,7 @@ async def test_restart_in_every_state_finishes_each_job_once(
             await conn.close()
         gate.open()
 
-        chat = RecordingDeliverer(fail_times=1)  # the chat fails once: delivery is retried
+        chat = RecordingDeliverer(fail_times=2)  # the chat fails twice: delivery is retried
         second = await start_runtime(settings, chat)
         fake_comfy.step_delay_s = 0.05
         jobs = await wait_all(second, ids, timeout=40)

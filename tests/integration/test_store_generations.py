@@ -513,8 +513,9 @@ async def test_fair_queue_interleaves_bursts(db: Database) -> None:
     await gens.claim(db.pool, made["A1"], backend=GPU1, owner=1, max_in_flight=5)
     assert await gens.queue_position(db.pool, made["A1"]) is None
     after = [j.prompt_typed for j in await gens.next_queued(db.pool, 100)]
-    assert after == ["A2", "B1", "C1", "A3", "B2", "C2", "A4", "B3", "A5"]
-    assert await gens.queue_position(db.pool, made["A2"]) == 1
+    # A was just served: B and C, never served, go first in this turn.
+    assert after == ["B1", "C1", "A2", "B2", "C2", "A3", "B3", "A4", "A5"]
+    assert await gens.queue_position(db.pool, made["A2"]) == 3
     assert await gens.queue_position(db.pool, uuid.uuid4()) is None
 
 
