@@ -120,6 +120,7 @@ class LiveProgress:
         self._unknown: _Bounded = _Bounded(_MEMORY)  # job id -> monotonic time looked up
         self._taken: _Bounded = _Bounded(_MEMORY)  # message keys owned by delivery
         self._locks: dict[MessageKey, asyncio.Lock] = {}
+        self._message_jobs: _Bounded = _Bounded(_MEMORY)  # message key -> job id
         self._task: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
@@ -256,6 +257,7 @@ class LiveProgress:
             state = state_from_job(job)
         tracked = Tracked(job.id, job.chat_id, message_id, job.requester_id, lang, state)
         self._tracked[job.id] = tracked
+        self._message_jobs.remember(tracked.key, job.id)
         self._unknown.pop(job.id, None)
         shown = self._content(tracked)
         if just_sent:
@@ -359,11 +361,6 @@ class LiveProgress:
             self._finished.remember(tracked.job_id)
         if tracked.key in self._taken:
             return
-        if tracked.state.phase is Phase.UPLOADING:
-            # Delivery owns the message now, maybe in another bot process (take_over guards
-            # only this one): an edit sent now could land on the delivered result.
-            self.editor.forget(tracked.chat_id, tracked.message_id)
-            return
         if tracked.state.phase is Phase.DONE:
             # Delivered without this message (the job was read before its id was stored):
             # the result is elsewhere, so the progress message goes.
@@ -402,9 +399,28 @@ class LiveProgress:
         if key in self._taken:
             return
         async with self._lock(key):
-            if key in self._taken:
+            if key in self._taken or await self._in_delivery(key):
                 return
             await self._sender(chat_id, message_id, content)
+
+    async def _in_delivery(self, key: MessageKey) -> bool:
+        """Is the message's job delivering or done? Then the message belongs to delivery, which
+        may run in another bot process (take_over guards only this one): an edit now could
+        land on the delivered result, so none is sent."""
+        job_id = self._message_jobs.get(key)
+        if job_id is None:
+            return False
+        try:
+            status = await self.runtime.database.pool.fetchval(
+                "SELECT status FROM generations WHERE id = $1", job_id
+            )
+        except Exception:
+            log.warning("job status unknown before a progress edit", job_id=str(job_id))
+            return False
+        if status not in ("delivering", "done"):
+            return False
+        self.editor.forget(*key)
+        return True
 
     @contextlib.asynccontextmanager
     async def take_over(self, chat_id: int, message_id: int) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,9 @@ log = get_logger(__name__)
 
 NOTIFY_CHANNEL = "animebot_events"
 _QUEUE_SIZE = 1000
+# One NOTIFY per payload, in array order (PostgreSQL delivers a transaction's notifications in
+# the order they were sent).
+_NOTIFY_MANY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
 
 
 @dataclass(frozen=True)
@@ -95,19 +98,27 @@ class EventBus:
         self._subs: set[_Subscription] = set()
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None
+        self._outbox: list[JobEvent] = []
+        self._sender: asyncio.Task[None] | None = None
         self.origin = 0
 
     def publish(self, event: JobEvent, *, broadcast: bool = True) -> None:
         for sub in list(self._subs):
             sub.offer(event)
         if broadcast and self._pool is not None and event.type != "preview":
-            task = asyncio.get_running_loop().create_task(self._notify(event))
-            task.add_done_callback(_log_failure)
+            self._outbox.append(event)
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.get_running_loop().create_task(self._send_outbox())
+                self._sender.add_done_callback(_log_failure)
 
-    async def _notify(self, event: JobEvent) -> None:
-        assert self._pool is not None
-        payload = JobEvent(**{**asdict(event), "origin": self.origin, "preview": None})
-        await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload.to_json())
+    async def _send_outbox(self) -> None:
+        """NOTIFY everything published so far in one statement, in order; events published
+        meanwhile go in the next one (a burst of progress events costs one round trip, not one
+        each, and no longer races for pool connections)."""
+        while self._outbox and self._pool is not None:
+            batch, self._outbox = self._outbox, []
+            payloads = [replace(e, origin=self.origin, preview=None).to_json() for e in batch]
+            await self._pool.execute(_NOTIFY_MANY, NOTIFY_CHANNEL, payloads)
 
     @asynccontextmanager
     async def subscribe(self, job_id: UUID | None = None) -> AsyncIterator[asyncio.Queue[JobEvent]]:
@@ -138,6 +149,9 @@ class EventBus:
         self.publish(event, broadcast=False)
 
     async def close(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            with suppress(Exception):  # logged by its done callback
+                await asyncio.wait_for(asyncio.shield(self._sender), 2.0)
         if self._listen_conn is not None:
             with suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
                 await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)

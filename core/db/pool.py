@@ -77,6 +77,17 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release hook of the pool: nothing to undo.
+
+    asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: one more round trip per acquire (a third of all statements of a job).
+    Pooled connections keep no session state: transactions are rolled back by asyncpg itself
+    before this hook, LISTEN only happens on dedicated connections, nothing SETs session
+    variables, and the session advisory locks taken on pooled connections (migrations,
+    scheduler) are released by the code that takes them."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -86,6 +97,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
             init=_init_connection,
+            reset=_keep_session,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
