@@ -82,6 +82,7 @@ class Runtime:
             stack.push_async_callback(events.close)
             registry = load_registry(settings)
             service = StudioService(settings, database, events)
+            stack.push_async_callback(service.music.close)
         except BaseException:
             await stack.aclose()
             raise

@@ -40,21 +40,31 @@ async def run_exclusive(db: asyncpg.Pool, key: int, task: Callable[[], Awaitable
     return True
 
 
+UPLOAD_MAX_AGE_S = 7 * 24 * 3600
+# Only our own folders: never DATA_DIR/pgdata (PostgreSQL keeps its own temporary files there).
+SCANNED_FOLDERS = ("outputs", "references", "music")
+
+
+def _is_partial(path: Path) -> bool:
+    return path.name.endswith(".part") or ".tmp" in path.name
+
+
 def expire_temp_files(root: Path, now: float, max_age_s: float = TEMP_MAX_AGE_S) -> int:
-    """Delete partial downloads/encodes (`*.part`, `.tmp*`) older than `max_age_s`."""
+    """Delete partial downloads/encodes (`*.part`, `.tmp*`) older than `max_age_s` from our
+    folders in DATA_DIR, and audio users sent for a soundtrack once it is a week old."""
     removed = 0
-    if not root.is_dir():
-        return 0
-    for path in root.rglob("*"):
-        name = path.name
-        if not path.is_file() or not (name.endswith(".part") or ".tmp" in name):
-            continue
-        try:
-            if now - path.stat().st_mtime > max_age_s:
-                path.unlink()
-                removed += 1
-        except OSError:
-            continue
+    uploads = root / "music" / "uploads"
+    for folder in SCANNED_FOLDERS:
+        for path in (root / folder).rglob("*") if (root / folder).is_dir() else ():
+            limit = UPLOAD_MAX_AGE_S if path.parent == uploads else max_age_s
+            if not path.is_file() or not (path.parent == uploads or _is_partial(path)):
+                continue
+            try:
+                if now - path.stat().st_mtime > limit:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
     return removed
 
 

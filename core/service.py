@@ -498,6 +498,7 @@ class StudioService:
             character_ids=parent.character_ids,
             request_message_id=request_message_id,
             parent_id=parent.id,
+            soundtrack=SoundtrackChoice.from_json(parent.soundtrack) if parent.soundtrack else None,
         )
 
     async def _first_output(self, job: Generation, kind: JobKind) -> Output:

@@ -18,6 +18,11 @@ from core.states import CANCELLABLE, FINAL_STATES, JobState, check_transition, s
 
 BACKEND_LOCK_CLASS = 4243
 _FINAL = [state.value for state in FINAL_STATES]
+# Transitions every engine hears about (NOTIFY animebot_queue), besides the final states:
+# queued (something to dispatch), postprocessing (its backend slot is free: dispatch the next
+# job now, while ComfyUI still runs the other one in flight, not after the post-processing),
+# delivering (something to deliver).
+_WAKING = (JobState.QUEUED, JobState.POSTPROCESSING, JobState.DELIVERING)
 
 _INSERT = """
 INSERT INTO generations (id, requester_id, chat_id, thread_id, request_message_id, kind,
@@ -141,7 +146,7 @@ async def transition(
         if error is not None:
             info["error"] = error
         await conn.execute(_EVENT, job_id, row["from_status"], target.value, info)
-        if target in FINAL_STATES or target in (JobState.QUEUED, JobState.DELIVERING):
+        if target in FINAL_STATES or target in _WAKING:
             await conn.execute("SELECT pg_notify('animebot_queue', $1)", str(job_id))
     return _without(row, "from_status")
 

@@ -31,8 +31,14 @@ class EngineContext:
 
     def publish_state(self, job: Generation, message: str | None = None) -> None:
         self.events.publish(
-            JobEvent(job_id=job.id, type="state", status=job.status.value, chat_id=job.chat_id,
-                     message=message or job.error, percent=job.progress * 100)
+            JobEvent(
+                job_id=job.id,
+                type="state",
+                status=job.status.value,
+                chat_id=job.chat_id,
+                message=message or job.error,
+                percent=job.progress * 100,
+            )
         )
 
     def timeout_for(self, job: Generation) -> float:

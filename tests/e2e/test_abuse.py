@@ -423,7 +423,8 @@ async def test_forged_stale_and_foreign_buttons(studio: BotHarness) -> None:
         args: list[kb.ArgValue] = []
         for spec in declared.args:
             if spec.kind is kb.ArgKind.UUID:
-                args.append(job.id if declared.name.startswith(("rs_", "sc_c")) else aiko.id)
+                of_job = declared.name.startswith(("rs_", "sc_cancel", "qc"))
+                args.append(job.id if of_job and declared.name != "rs_refto" else aiko.id)
             elif spec.kind is kb.ArgKind.INT:
                 args.append(0)
             else:
@@ -515,7 +516,7 @@ async def test_flood_and_commands_for_other_bots(
     refused = [text for text in replies if "You already have 5 jobs" in text]
     assert len(queued) == 5
     assert len(replies) == len(queued) + len(refused) + 1
-    assert 20 <= len(replies) - 1 <= 23  # the burst and the refill of 2 s, nothing more
+    assert 20 <= len(replies) - 1 <= 24  # the burst and the refill of about 2 s, no more
 
     # a flood of button presses: every query is answered, the surplus with a short toast
     anchor = await says(bot, group, carol, f"/help{BOT}", "/newcharacter")

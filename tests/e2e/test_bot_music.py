@@ -215,6 +215,9 @@ async def test_own_audio_when_nothing_is_found(
     await bot.wait_reply(junk, contains="not an audio file")
     photo = bot.send(chat, alice, photo=png())
     await bot.wait_reply(photo, contains="That is not an audio file")
+    big = bot.send(chat, alice, document=b"\0" * (20 * 1024 * 1024 + 1), document_name="x.mp3")
+    await bot.wait_reply(big, contains="That file is too large (20.0 MB)")
+    assert len(bot.fake.calls_of("getFile")) == 1  # the size is checked before downloading
     await nothing_queued(bot, alice)
 
     voice = bot.send(chat, alice, voice=music_files["voice"].read_bytes())

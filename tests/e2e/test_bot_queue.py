@@ -7,6 +7,7 @@ from uuid import UUID
 
 from bot.keyboards import uuid_to_text
 from core.db import generations as gen_db
+from core.db.tx import transaction
 from core.models import JobKind
 from core.service import Actor
 from core.states import JobState
@@ -72,17 +73,19 @@ async def test_queue_and_cancel(make_bot: MakeBot) -> None:
 
 
 async def _finish(bot: BotHarness, job_id: UUID) -> None:
-    db = bot.service.db
-    for state in (
-        JobState.SUBMITTED,
-        JobState.RUNNING,
-        JobState.POSTPROCESSING,
-        JobState.DELIVERING,
-        JobState.DONE,
-    ):
-        if state is JobState.DONE:
-            await gen_db.record_delivery(db, job_id, result_message_id=1)
-        await gen_db.transition(db, job_id, state)
+    """Walk a job to done in one transaction: the running engine never sees it half-way
+    (it would deliver a job it found `delivering`)."""
+    async with transaction(bot.service.db) as conn:
+        for state in (
+            JobState.SUBMITTED,
+            JobState.RUNNING,
+            JobState.POSTPROCESSING,
+            JobState.DELIVERING,
+            JobState.DONE,
+        ):
+            if state is JobState.DONE:
+                await gen_db.record_delivery(conn, job_id, result_message_id=1)
+            await gen_db.transition(conn, job_id, state)
 
 
 async def test_history_is_paged(make_bot: MakeBot) -> None:
