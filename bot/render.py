@@ -252,7 +252,9 @@ def apply_event(state: JobProgress, event: JobEvent) -> JobProgress:
     if event.type == "queue":
         if state.phase is not Phase.QUEUED:
             return state
-        return replace(state, position=event.position, eta_s=event.eta_s)
+        return replace(
+            state, position=event.position, eta_s=event.eta_s, waiting_gpu=bool(event.message)
+        )
     if event.type == "progress":
         if _ORDER.get(state.phase, 9) > _ORDER[Phase.RUNNING]:
             return state
@@ -329,8 +331,10 @@ def progress_text(state: JobProgress, lang: str) -> str:
         excerpt = trim_text(state.scene, PROGRESS_SCENE_LIMIT)
         lines.append(t("scenes.scene_line", lang, scene=isolate(excerpt)))
     if state.phase is Phase.QUEUED:
-        if state.waiting_gpu and state.position is None:
+        if state.waiting_gpu:
             lines.append(t("scenes.waiting_gpu", lang))
+        if state.waiting_gpu and state.position is not None:
+            lines.append(t("scenes.position_no_eta", lang, position=state.position))
         elif state.position is not None and state.eta_s is not None:
             lines.append(
                 t(

@@ -45,6 +45,7 @@ RECONCILE_INTERVAL_S = 10.0
 DELIVERY_TIMEOUT_S = 180.0
 DELIVERY_RETRY_S = 5.0
 QUEUE_EVENTS_MIN_S = 0.3  # at most ~3 rounds of queue-position events per second
+WAITING_FOR_GPU = "waiting for a GPU server"
 QUEUE_EVENTS_INTERVAL_S = 5.0
 QUEUE_EVENTS_LIMIT = 1000
 
@@ -67,7 +68,7 @@ class Orchestrator:
         )
         self.dispatch_wakeup = asyncio.Event()
         self.queue_changed = asyncio.Event()
-        self._positions: dict[UUID, int] = {}
+        self._positions: dict[UUID, tuple[int, bool]] = {}
         self.runners: dict[UUID, asyncio.Task[None]] = {}
         self.deliveries: dict[UUID, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -181,11 +182,12 @@ class Orchestrator:
         changed since the last round; returns how many were published."""
         queued = await gen_db.next_queued(self.ctx.db, QUEUE_EVENTS_LIMIT)
         slots = len(self.backends.usable()) * self.ctx.settings.comfyui_max_in_flight
-        positions: dict[UUID, int] = {}
+        waiting = slots == 0  # no GPU server up: say so, and no ETA we cannot keep
+        positions: dict[UUID, tuple[int, bool]] = {}
         published = 0
         for position, job in enumerate(queued, start=1):
-            positions[job.id] = position
-            if self._positions.get(job.id) == position:
+            positions[job.id] = (position, waiting)
+            if self._positions.get(job.id) == (position, waiting):
                 continue
             average = DEFAULT_JOB_SECONDS.get(job.kind.value, DEFAULT_JOB_SECONDS["image"])
             self.ctx.events.publish(
@@ -195,7 +197,8 @@ class Orchestrator:
                     status=JobState.QUEUED.value,
                     chat_id=job.chat_id,
                     position=position,
-                    eta_s=queue_eta(position, average, max(1, slots)),
+                    eta_s=None if waiting else queue_eta(position, average, slots),
+                    message=WAITING_FOR_GPU if waiting else None,
                 )
             )
             published += 1

@@ -193,6 +193,16 @@ def test_requeue_after_a_lost_gpu_shows_waiting() -> None:
     assert "Waiting for a free GPU server" in progress_text(state, "en")
 
 
+def test_queue_without_any_gpu_server_says_so_and_promises_no_eta() -> None:
+    down = event("queue", "queued", position=2, eta_s=None, message="waiting for a GPU server")
+    state = apply_event(start(), down)
+    text = progress_text(state, "en")
+    assert "Waiting for a free GPU server" in text and "#2 in line" in text
+    back = apply_event(state, event("queue", "queued", position=1, eta_s=20.0))
+    assert not back.waiting_gpu
+    assert "Waiting for a free GPU server" not in progress_text(back, "en")
+
+
 def test_final_states_stick() -> None:
     failed = apply_event(start(), event("state", "failed", message="Out of memory."))
     assert failed.phase is Phase.FAILED and failed.reason == "Out of memory."
