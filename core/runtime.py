@@ -3,13 +3,15 @@
 `Runtime.start(settings, role)` opens the database (embedded server when DATABASE_URL is
 unset), migrates it, registers this process (liveness lock), loads the workflows, connects the
 event bus across processes and builds the service facade; `run` mode then adds the bot's
-deliverer. `stop()` undoes it all in reverse order.
+deliverer. `stop()` undoes it all in reverse order. When the liveness connection is lost (the
+database restarted), the process registers again under the same key once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
+import time
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import asyncpg
 from core.db import workers as workers_db
 from core.db.migrate import migrate
 from core.db.pool import Database, connect, open_database
+from core.errors import StoreError
 from core.events import EventBus
 from core.jobs.delivery import Deliverer
 from core.logs import get_logger
@@ -26,6 +29,9 @@ from core.settings import Settings
 from core.workflows.registry import Registry
 
 log = get_logger(__name__)
+
+LIVENESS_CHECK_S = 1.0
+LIVENESS_RETRY_S = 1.0
 
 
 def model_defaults(settings: Settings) -> dict[str, str]:
@@ -59,6 +65,7 @@ class Runtime:
     _stack: AsyncExitStack
     orchestrator: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    _watchdog: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, role: str = "run") -> Runtime:
@@ -89,8 +96,60 @@ class Runtime:
         runtime = cls(
             settings, role, database, events, registry, service, worker_key, liveness, stack
         )
+        runtime._watchdog = asyncio.create_task(runtime._keep_registered(), name="liveness")
+        stack.push_async_callback(runtime._stop_watchdog)
         log.info("runtime started", role=role, worker=worker_key, workflows=registry.names())
         return runtime
+
+    async def _keep_registered(self) -> None:
+        """When the liveness connection is lost (PostgreSQL restarted, a network cut), register
+        again under the same key as soon as the database is back: otherwise the other processes
+        would take this living process for dead, and its listeners would stay deaf."""
+        while True:
+            await asyncio.sleep(LIVENESS_CHECK_S)
+            if not self._liveness.is_closed():
+                continue
+            log.warning("database connection of this process lost", worker=self.worker_key)
+            lost = time.monotonic()
+            try:
+                await self._register_again()
+            except (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                log.warning("registering again failed, retrying", error=str(error))
+                continue
+            log.info(
+                "process registered again",
+                worker=self.worker_key,
+                after_s=round(time.monotonic() - lost, 1),
+            )
+
+    async def _register_again(self) -> None:
+        while True:
+            try:
+                conn = await connect(self.database.dsn)
+            except StoreError:
+                await asyncio.sleep(LIVENESS_RETRY_S)
+                continue
+            try:
+                if await workers_db.register_again(conn, self.worker_key, self.role):
+                    break
+            except BaseException:
+                conn.terminate()
+                raise
+            conn.terminate()  # the old session has not ended yet
+            await asyncio.sleep(LIVENESS_RETRY_S)
+        self._liveness = conn
+        await self.events.bridge(self.database.pool, conn, self.worker_key)
+        if self.orchestrator is not None:
+            await self.orchestrator.listen(conn)
+
+    async def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if not self._liveness.is_closed():
+            await self._liveness.close()
 
     async def start_engine(self, deliverer: Deliverer | None = None) -> None:
         """Start the orchestrator (dispatch, tracking, reconcile) and, with a deliverer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,16 @@ log = get_logger(__name__)
 
 MIGRATIONS_LOCK_KEY = 4_242_001
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+def _find_sql_dir() -> Path:
+    """The source tree's sql/ (development, editable installs), else the copy a wheel
+    installs under <prefix>/share/animebot/sql."""
+    in_tree = Path(__file__).resolve().parents[2] / "sql"
+    if in_tree.is_dir():
+        return in_tree
+    return Path(sys.prefix) / "share" / "animebot" / "sql"
+
+
+DEFAULT_SQL_DIR = _find_sql_dir()
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

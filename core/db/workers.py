@@ -22,6 +22,20 @@ async def register_worker(conn: asyncpg.Connection, role: str) -> int:
     """
     key: int = await conn.fetchval("SELECT nextval('workers_key_seq')::int")
     await conn.execute("SELECT pg_advisory_lock($1, $2)", WORKER_LOCK_CLASS, key)
+    await _save_worker(conn, key, role)
+    return key
+
+
+async def register_again(conn: asyncpg.Connection, key: int, role: str) -> bool:
+    """Register this process again under its key on a new connection (the old one was lost,
+    e.g. PostgreSQL restarted). False while the old session still holds the lock."""
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WORKER_LOCK_CLASS, key):
+        return False
+    await _save_worker(conn, key, role)
+    return True
+
+
+async def _save_worker(conn: asyncpg.Connection, key: int, role: str) -> None:
     await conn.execute(
         "INSERT INTO workers (key, role, hostname, pid) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (key) DO UPDATE SET role = EXCLUDED.role, hostname = EXCLUDED.hostname,"
@@ -31,7 +45,6 @@ async def register_worker(conn: asyncpg.Connection, role: str) -> int:
         socket.gethostname(),
         os.getpid(),
     )
-    return key
 
 
 async def live_workers(db: Executor) -> list[int]:

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import asyncpg
+
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import workers as workers_db
@@ -81,9 +83,7 @@ class Orchestrator:
     async def start(self) -> None:
         await self.backends.start()
         await self.backends.check_all(self.ctx.db)
-        listen = self.runtime._liveness
-        await listen.add_listener("animebot_queue", self._on_queue_notify)
-        await listen.add_listener("animebot_cancel", self._on_cancel_notify)
+        await self.listen(self.runtime._liveness)
         self.backends.changed.set()
         await self.reconcile()
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
@@ -115,6 +115,13 @@ class Orchestrator:
             await listen.remove_listener("animebot_cancel", self._on_cancel_notify)
         await self.backends.close()
         log.info("orchestrator stopped")
+
+    async def listen(self, conn: asyncpg.Connection) -> None:
+        """Wake up on NOTIFY (queue changes, cancels) received on the process's liveness
+        connection; called again by the Runtime when that connection is replaced."""
+        await conn.add_listener("animebot_queue", self._on_queue_notify)
+        await conn.add_listener("animebot_cancel", self._on_cancel_notify)
+        self._on_queue_notify()  # what was notified while nobody listened
 
     def _on_queue_notify(self, *_args: Any) -> None:
         self.dispatch_wakeup.set()

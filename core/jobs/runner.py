@@ -15,6 +15,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
+
 from core.comfy import protocol as p
 from core.comfy.protocol import Event
 from core.db import generations as gen_db
@@ -44,6 +46,16 @@ POLL_INTERVAL_S = 2.0
 HISTORY_RETRIES = 10
 MAX_RESUBMITS = 2
 PROGRESS_WRITE_INTERVAL_S = 1.0
+CRASH_RETRIES = 2  # an unexpected error resumes the job this many times before it fails
+DATABASE_CHECK_S = 5.0
+DATABASE_RETRY_S = 1.0
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 
 class JobFailed(AnimeBotError):
@@ -84,6 +96,40 @@ class JobRunner:
 
     async def run(self) -> None:
         bind_context(job_id=self.pid, backend=self.backend.url)
+        crashes = 0
+        try:
+            while True:
+                try:
+                    await self._attempt()
+                    return
+                except asyncio.CancelledError:
+                    log.info("runner stopped; the job is resumed on restart")
+                    raise
+                except Exception as error:
+                    # Losing the database (a restart, a network cut) is not the job's fault: wait
+                    # for it and resume (history first, never run twice). Anything else is
+                    # resumed the same way a few times before the job fails.
+                    lost = isinstance(error, _CONNECTION_ERRORS) or not await self._database_up()
+                    if not lost:
+                        crashes += 1
+                        if crashes > CRASH_RETRIES:
+                            log.exception("job crashed")
+                            await self._end(
+                                JobState.FAILED, f"Internal error ({type(error).__name__})."
+                            )
+                            return
+                    log.warning(
+                        "job interrupted, resuming it",
+                        error=f"{type(error).__name__}: {error}",
+                        database_lost=lost,
+                    )
+                    if not await self._reload():
+                        return
+        finally:
+            self.ctx.cancels.pop(self.job.id, None)
+            clear_context(["job_id", "backend"])
+
+    async def _attempt(self) -> None:
         try:
             await self._run()
         except JobCancelled:
@@ -96,15 +142,31 @@ class JobRunner:
             await self._requeue(str(error))
         except IllegalTransition as error:
             log.info("job changed under us", detail=str(error))
-        except asyncio.CancelledError:
-            log.info("runner stopped; the job is resumed on restart")
-            raise
-        except Exception as error:
-            log.exception("job crashed")
-            await self._end(JobState.FAILED, f"Internal error ({type(error).__name__}).")
-        finally:
-            self.ctx.cancels.pop(self.job.id, None)
-            clear_context(["job_id", "backend"])
+
+    async def _database_up(self) -> bool:
+        try:
+            await asyncio.wait_for(self.ctx.db.fetchval("SELECT 1"), DATABASE_CHECK_S)
+        except Exception:
+            return False
+        return True
+
+    async def _reload(self) -> bool:
+        """After an interruption: wait for the database, re-read the job and resume it. False
+        when it is no longer this runner's (ended, requeued, or adopted by another process)."""
+        while True:
+            try:
+                job = await gen_db.get_generation(self.ctx.db, self.job.id)
+                break
+            except Exception:
+                await asyncio.sleep(DATABASE_RETRY_S)
+        resumable = (JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING)
+        if job is None or job.status not in resumable or job.lease_owner != self.ctx.owner:
+            log.info("job not resumed here", status=job.status.value if job else None)
+            return False
+        self.job = job
+        self.resume = True
+        self.running_marked = job.status is JobState.RUNNING
+        return True
 
     # -- phases ---------------------------------------------------------------------------
 

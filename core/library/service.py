@@ -20,8 +20,8 @@ from core.db import people
 from core.errors import LibraryError
 from core.jobs.delivery import Deliverer
 from core.library.filing import FiledResult, FilingPending, ScanWait, file_output
-from core.library.jellyfin import JellyfinClient
-from core.library.layout import FilingMetadata, LayoutSettings, parse_path_map
+from core.library.jellyfin import JellyfinClient, LibraryRequestError, LibraryUnavailable
+from core.library.layout import FilingMetadata, LayoutSettings, map_path, parse_path_map
 from core.logs import bind_context, clear_context, get_logger
 from core.models import Generation, LibraryStatus, Output
 from core.settings import Settings
@@ -42,6 +42,7 @@ class LibraryFiler:
             path_map=parse_path_map(settings.jellyfin_path_map or ""),
         )
         self.wait = ScanWait(settings.jellyfin_scan_attempts, settings.jellyfin_scan_interval_s)
+        self.library_id: str | None = None  # the library's ItemId, once found (or created)
 
     def _client(self) -> JellyfinClient | None:
         if not self.settings.jellyfin_configured:
@@ -92,6 +93,10 @@ class LibraryFiler:
         previous = Path(output.library_path) if output.library_path else None
         client = self._client()
         try:
+            if client is not None and not await self._ensure_library(client):
+                # No library to index it yet: keep the file, link it on a later attempt.
+                filed = await self._file(None, output, meta, previous)
+                return await self._retry_later(output, filed, "Jellyfin library not available")
             result = await self._file(client, output, meta, previous)
         except FilingPending as pending:
             return await self._retry_later(output, pending.result, str(pending))
@@ -116,6 +121,25 @@ class LibraryFiler:
             await self.deliverer.library_linked(job, saved, result.link)
         return saved
 
+    async def _ensure_library(self, client: JellyfinClient) -> bool:
+        """Find the library (or create it when JELLYFIN_CREATE_LIBRARY allows) once; False
+        when Jellyfin is down or has no such library (then the file is kept, linked later)."""
+        if self.library_id is not None:
+            return True
+        seen_as = map_path(str(self.layout.root), self.layout.path_map)
+        try:
+            folder = await client.ensure_library(
+                self.settings.jellyfin_library_name,
+                seen_as,
+                create=self.settings.jellyfin_create_library,
+            )
+        except (LibraryRequestError, LibraryUnavailable) as error:
+            log.warning("jellyfin library not reachable or missing", reason=str(error))
+            return False
+        self.library_id = folder.item_id
+        log.info("jellyfin library ready", library=folder.name, path=seen_as)
+        return True
+
     async def _file(
         self,
         client: JellyfinClient | None,
@@ -127,7 +151,13 @@ class LibraryFiler:
         if output.kind.value == "video" and output.delivery_path:
             source = Path(output.delivery_path)  # the H.264 mp4 plays everywhere
         return await file_output(
-            client, self.layout, source, meta, library_path=previous, wait=self.wait
+            client,
+            self.layout,
+            source,
+            meta,
+            library_path=previous,
+            wait=self.wait,
+            library_id=self.library_id,
         )
 
     async def _retry_later(

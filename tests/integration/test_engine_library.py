@@ -38,6 +38,7 @@ def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) ->
 
 async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, tmp_path) -> None:
     settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    fake_jellyfin.add_folder("Anime Studio", [str(settings.jellyfin_library_dir)])
     install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(settings, deliverer)
@@ -68,6 +69,7 @@ async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
     settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    fake_jellyfin.add_folder("Anime Studio", [str(settings.jellyfin_library_dir)])
     install_models(fake_comfy, settings)
     await fake_jellyfin.stop()
     deliverer = RecordingDeliverer()
@@ -85,7 +87,8 @@ async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
 
         await wait_until(pending_retry, timeout=10)
         outs = await runtime.service.outputs(job.id)
-        assert outs[0].library_status in (LibraryStatus.PENDING, LibraryStatus.FILED)
+        assert outs[0].library_status is LibraryStatus.FILED  # kept in the folder already
+        assert Path(outs[0].library_path or "").is_file()
         assert not deliverer.links
 
         await fake_jellyfin.start()
@@ -100,5 +103,58 @@ async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
         assert outs[0].library_status is LibraryStatus.LINKED
         files = list(settings.jellyfin_library_dir.rglob("*.png"))
         assert len(files) == 1  # the retry resumed, it did not file a second copy
+    finally:
+        await runtime.stop()
+
+
+async def test_library_is_created_when_allowed_and_refused_otherwise(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    install_models(fake_comfy, settings)
+    allowed = settings.model_copy(update={"jellyfin_create_library": True})
+    deliverer = RecordingDeliverer()
+    runtime = await start_runtime(allowed, deliverer)
+    try:
+        me = actor(9)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a quiet library")
+        await wait_status(runtime, ticket.job.id, {JobState.DONE})
+
+        async def linked() -> bool:
+            return bool(deliverer.links)
+
+        await wait_until(linked, timeout=15)
+        created = fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
+        assert len(created) == 1
+        assert runtime.extras["filer"].library_id is not None
+    finally:
+        await runtime.stop()
+
+
+async def test_missing_library_without_permission_is_retried_not_created(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
+    install_models(fake_comfy, settings)
+    deliverer = RecordingDeliverer()
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        me = actor(10)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "an empty shelf")
+        job = await wait_status(runtime, ticket.job.id, {JobState.DONE})
+
+        async def tried() -> bool:
+            outs = await runtime.service.outputs(job.id)
+            return bool(outs) and outs[0].library_attempts >= 1
+
+        await wait_until(tried, timeout=10)
+        assert not fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
+        outs = await runtime.service.outputs(job.id)
+        # The file is kept in the library folder; linking waits until the library exists.
+        assert outs[0].library_status is LibraryStatus.FILED and not deliverer.links
+        assert Path(outs[0].library_path or "").is_file()
+        assert not fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
     finally:
         await runtime.stop()
