@@ -22,6 +22,8 @@ log = get_logger(__name__)
 
 MIGRATIONS_LOCK_KEY = 4_242_001
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
 def _find_sql_dir() -> Path:
     """The source tree's sql/ (development, editable installs), else the copy a wheel
     installs under <prefix>/share/animebot/sql."""
