@@ -33,7 +33,7 @@ from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 from bot.keyboards import NOOP, Action, Callback, decode
 from bot.texts import pick_language, t, t_plain
 from core.errors import AnimeBotError
-from core.logs import get_logger
+from core.logs import bind_context, get_logger
 from core.models import Chat as StoredChat
 from core.models import ChatType as CoreChatType
 from core.models import User as StoredUser
@@ -120,6 +120,8 @@ async def who(update: Update, context: Context) -> Who:
         return cached
     service = service_of(context)
     actor = actor_of(update)
+    # Every log line written while handling this update carries the chat and the user.
+    bind_context(chat_id=actor.chat_id, user_id=actor.user_id)
     user, chat = await service.seen(actor)
     result = Who(actor, user, chat, language_of(update), service.is_admin(user))
     setattr(context, _WHO_KEY, result)
