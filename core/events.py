@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 from uuid import UUID
 
@@ -57,10 +57,13 @@ class JobEvent:
     def final(self) -> bool:
         return self.status in ("done", "failed", "cancelled")
 
-    def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("preview")
+    def to_json(self, *, origin: int | None = None) -> str:
+        """The wire form (no preview bytes); `origin` overrides the event's own."""
+        # Field by field: dataclasses.asdict deep-copies every value, 5x slower.
+        data = {name: getattr(self, name) for name in _WIRE_FIELDS}
         data["job_id"] = str(self.job_id)
+        if origin is not None:
+            data["origin"] = origin
         return json.dumps(data)
 
     @classmethod
@@ -68,6 +71,9 @@ class JobEvent:
         data: dict[str, Any] = json.loads(text)
         data["job_id"] = UUID(data["job_id"])
         return cls(**data)
+
+
+_WIRE_FIELDS = tuple(f.name for f in fields(JobEvent) if f.name != "preview")
 
 
 class _Subscription:
@@ -117,7 +123,7 @@ class EventBus:
         each, and no longer races for pool connections)."""
         while self._outbox and self._pool is not None:
             batch, self._outbox = self._outbox, []
-            payloads = [replace(e, origin=self.origin, preview=None).to_json() for e in batch]
+            payloads = [event.to_json(origin=self.origin) for event in batch]
             await self._pool.execute(_NOTIFY_MANY, NOTIFY_CHANNEL, payloads)
 
     @asynccontextmanager

@@ -91,6 +91,12 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes |
     return b"".join(chunks)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared result's exception as seen (its callers may all have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class ComfyClient:
     """Async client of one ComfyUI server; use `async with ComfyClient(url) as c:`."""
 
@@ -117,6 +123,8 @@ class ComfyClient:
         self.max_download_bytes = max_download_bytes
         self._session = session
         self._owns_session = session is None
+        self._queue_waiters: asyncio.Future[QueueState] | None = None
+        self._queue_reader: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -129,6 +137,8 @@ class ComfyClient:
 
     async def close(self) -> None:
         """Close the HTTP session, only if this client created it."""
+        if self._queue_reader is not None and not self._queue_reader.done():
+            self._queue_reader.cancel()
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._owns_session else self._session
@@ -248,6 +258,36 @@ class ComfyClient:
         return entry if isinstance(entry, dict) else None
 
     async def queue(self) -> QueueState:
+        """What the server runs and has queued.
+
+        Concurrent callers share one request, always one that started after they called (so
+        never an older snapshot than asking alone would give): every job tracked on a server
+        polls it, and each answer lists every pending prompt in full, so N pollers asking
+        separately cost O(N^2) bytes per round; shared, it is one request at a time."""
+        waiters = self._queue_waiters
+        if waiters is None:
+            waiters = self._queue_waiters = asyncio.get_running_loop().create_future()
+            waiters.add_done_callback(_retrieve)
+            if self._queue_reader is None or self._queue_reader.done():
+                self._queue_reader = asyncio.create_task(self._read_queues())
+        return await asyncio.shield(waiters)
+
+    async def _read_queues(self) -> None:
+        """One request per batch of `queue()` callers, until no caller waits."""
+        while (waiters := self._queue_waiters) is not None:
+            self._queue_waiters = None  # callers from now on wait for the next request
+            try:
+                waiters.set_result(await self._read_queue())
+            except asyncio.CancelledError:  # the client is closing: nobody may wait forever
+                for pending in (waiters, self._queue_waiters):
+                    if pending is not None and not pending.done():
+                        pending.set_exception(ComfyUnavailable(f"GET {self.url('/queue')}: closed"))
+                self._queue_waiters = None
+                raise
+            except Exception as exc:  # every caller gets what asking alone would have raised
+                waiters.set_exception(exc)
+
+    async def _read_queue(self) -> QueueState:
         data = await self._get_json("/queue")
         try:
             running = [(int(item[0]), str(item[1])) for item in data.get("queue_running", [])]

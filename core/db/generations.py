@@ -232,11 +232,16 @@ async def request_cancel(db: Executor, job_id: UUID) -> Generation | None:
     return None if row is None else Generation.from_record(row)
 
 
+# The order is computed on the view's narrow rows and only the first `limit` full rows are
+# fetched (joining every queued row first made it 3x slower at 10,000 queued).
 _NEXT_QUEUED = """
-SELECT g.* FROM queue_order q JOIN generations g ON g.id = q.id
-WHERE q.workflow <> ALL($2::text[])
+SELECT g.* FROM (
+    SELECT id, turn, served_at, created_at FROM queue_order
+    WHERE workflow <> ALL($2::text[])
+    ORDER BY turn, served_at NULLS FIRST, created_at, id
+    LIMIT $1
+) q JOIN generations g ON g.id = q.id
 ORDER BY q.turn, q.served_at NULLS FIRST, q.created_at, q.id
-LIMIT $1
 """
 
 

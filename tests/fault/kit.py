@@ -2,8 +2,9 @@
 PostgreSQL, and counting what reached the chats.
 
 Every request is `/image <scene> <marker> --steps N` with a marker unique to the request; the
-result's caption repeats the scene, so each media message (and each media version of an edited
-message) in the fake Telegram is attributed to exactly one request.
+result's caption repeats the scene, so each result message (and each result uploaded into an
+edited message) in the fake Telegram is attributed to exactly one request. Progress previews are
+photos too: only captions with the seed line (`RESULT_MARK`) count as results.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,6 +23,7 @@ from core.settings import Settings
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, StoredMessage
+from tests.fault.procs import Animebot, child_env
 
 FINAL = ("done", "failed", "cancelled")
 MEDIA_KINDS = frozenset({"photo", "video", "document", "animation"})
@@ -32,7 +35,7 @@ RESULT_MARK = "🎲 seed"  # in every result caption; progress previews (photos 
 
 def prepare_comfy(fake: FakeComfyUI, step_delay_s: float) -> None:
     """List our model names (as a real server with the files would) and slow the steps down."""
-    install_models(fake, Settings(_env_file=None))  # type: ignore[call-arg]
+    install_models(fake, Settings(_env_file=None))
     fake.step_delay_s = step_delay_s
 
 
@@ -203,4 +206,84 @@ def chat_story(fake: FakeTelegram, row: dict[str, Any]) -> str:
             call.params.get("message_id")
         ) in {str(i) for i in ids}:
             lines.append(f"  call {call.method} -> {call.status} {call.error or ''}")
+    return "\n".join(lines)
+
+
+# -- the bot process ------------------------------------------------------------------------------
+
+
+def bot_env(
+    fake: FakeTelegram, comfies: list[FakeComfyUI], dsn: str, data_dir: Path, **settings: Any
+) -> dict[str, str]:
+    """Environment of an `animebot run` on the fakes (long polling unless a webhook is set)."""
+    return child_env(
+        telegram_bot_token=fake.token,
+        telegram_api_base_url=fake.api_url,
+        telegram_file_base_url=fake.file_url,
+        database_url=dsn,
+        data_dir=data_dir,
+        comfyui_urls=",".join(c.base_url for c in comfies),
+        **settings,
+    )
+
+
+async def wait_polling(fake: FakeTelegram, bot: Animebot, timeout: float = 45.0) -> float:
+    """Seconds from the process start to its first getUpdates (its engine is started by then)."""
+    started = bot.started_at
+
+    def polling() -> bool:
+        if not bot.running:
+            raise AssertionError(f"{bot.name} exited during start-up:\n{bot.text()[-3000:]}")
+        return any(c.at > started for c in fake.calls_of("getUpdates"))
+
+    await fake.wait_for(polling, timeout, what=f"{bot.name} polling")
+    return time.monotonic() - started
+
+
+async def wait_upload(fake: FakeTelegram, timeout: float) -> bool:
+    """Until Telegram accepts one more result upload than now; False on timeout."""
+    before = sum(media_deliveries(fake).values())
+    try:
+        await fake.wait_for(
+            lambda: sum(media_deliveries(fake).values()) > before, timeout, what="a result upload"
+        )
+    except AssertionError:
+        return False
+    return True
+
+
+def alive(*procs: Animebot) -> Callable[[], Awaitable[None]]:
+    """A `check` for wait_jobs: fails as soon as one of `procs` has exited."""
+
+    async def check() -> None:
+        for proc in procs:
+            if not proc.running:
+                raise AssertionError(f"{proc.name} exited:\n{proc.text()[-3000:]}")
+
+    return check
+
+
+def request_all(
+    fake: FakeTelegram, people: list[tuple[FakeUser, FakeChat]], per_user: int, steps: int
+) -> list[str]:
+    """`per_user` requests from each person, round-robin; returns their markers in order."""
+    markers = []
+    for turn in range(per_user):
+        for index, (user, chat) in enumerate(people):
+            marker = marker_of(turn * len(people) + index)
+            inject_image(fake, user, chat, marker, steps)
+            markers.append(marker)
+    return markers
+
+
+def story(fake: FakeTelegram, row: dict[str, Any], *procs: Animebot) -> str:
+    """The chat side and the log lines of one job (for a failure message)."""
+    lines = [chat_story(fake, row)]
+    for proc in procs:
+        for record in proc.records():
+            if record.get("job_id") == str(row["id"]):
+                lines.append(
+                    f"  {proc.name} run {record['_run']} {record.get('timestamp', '')[11:23]}: "
+                    f"{record.get('event')} {record.get('error', '')}"
+                )
     return "\n".join(lines)

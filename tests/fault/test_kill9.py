@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,20 +25,24 @@ import pytest
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
 from tests.fault.kit import (
+    alive,
     all_final,
+    bot_env,
     check_delivered_once,
     deliveries_of,
-    inject_image,
     jobs,
     make_users,
     marker_in,
-    marker_of,
     media_deliveries,
     prepare_comfy,
     prompt_posts,
+    request_all,
+    story,
     wait_jobs,
+    wait_polling,
+    wait_upload,
 )
-from tests.fault.procs import Animebot, child_env
+from tests.fault.procs import Animebot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 
@@ -48,57 +53,22 @@ JOBS = USERS * PER_USER
 STEPS = 8
 STEP_DELAY_S = 0.06
 KILLS = ("time", "time", "time", "time", "upload")  # shuffled by the seeded RNG
-READY_TIMEOUT_S = 45.0
-
-
-async def wait_ready(fake: FakeTelegram, bot: Animebot) -> float:
-    """Seconds from the process start to its first getUpdates (engine started before it)."""
-    started = bot.started_at
-
-    def polling() -> bool:
-        if not bot.running:
-            raise AssertionError(f"bot exited during start-up:\n{bot.text(len(bot.logs))[-3000:]}")
-        return any(c.at > started for c in fake.calls_of("getUpdates"))
-
-    await fake.wait_for(polling, READY_TIMEOUT_S, what="the restarted bot polling")
-    return time.monotonic() - started
-
-
-async def wait_upload(fake: FakeTelegram, timeout: float) -> bool:
-    """Until Telegram accepts one more result upload than now; False on timeout."""
-    before = sum(media_deliveries(fake).values())
-    try:
-        await fake.wait_for(
-            lambda: sum(media_deliveries(fake).values()) > before, timeout, what="a result upload"
-        )
-    except AssertionError:
-        return False
-    return True
 
 
 async def test_kill9_at_random_points_of_fifty_jobs(
     fake_telegram: FakeTelegram,
-    fake_comfy_factory: object,
+    fake_comfy_factory: Callable[[], Awaitable[FakeComfyUI]],
     pg_dsn: str,
     tmp_path: Path,
 ) -> None:
     fake = fake_telegram
     rng = random.Random(SEED)
-    comfies: list[FakeComfyUI] = [await fake_comfy_factory() for _ in range(2)]  # type: ignore[operator]
+    comfies = [await fake_comfy_factory() for _ in range(2)]
     for comfy in comfies:
         prepare_comfy(comfy, STEP_DELAY_S)
-    env = child_env(
-        telegram_bot_token=fake.token,
-        telegram_api_base_url=fake.api_url,
-        telegram_file_base_url=fake.file_url,
-        database_url=pg_dsn,
-        data_dir=tmp_path / "data",
-        comfyui_urls=",".join(c.base_url for c in comfies),
-        backend_lost_after_s=15,
-    )
+    env = bot_env(fake, comfies, pg_dsn, tmp_path / "data", backend_lost_after_s=15)
     bot = Animebot("bot", "run", env, tmp_path)
     people = make_users(fake, USERS)
-    markers: list[str] = []
     ready_s: list[float] = []
     back_s: list[float] = []  # kill -> first result delivered by the next process
     in_window: dict[str, int] = {}  # marker -> kills that caught its upload unrecorded
@@ -106,12 +76,8 @@ async def test_kill9_at_random_points_of_fifty_jobs(
     rng.shuffle(kinds)
     try:
         await bot.start()
-        ready_s.append(await wait_ready(fake, bot))
-        for turn in range(PER_USER):
-            for index, (user, chat) in enumerate(people):
-                marker = marker_of(turn * USERS + index)
-                inject_image(fake, user, chat, marker, STEPS)
-                markers.append(marker)
+        ready_s.append(await wait_polling(fake, bot))
+        markers = request_all(fake, people, PER_USER, STEPS)
         await wait_jobs(
             pg_dsn,
             lambda rows: len(rows) == JOBS and all(r["progress_message_id"] for r in rows),
@@ -144,13 +110,11 @@ async def test_kill9_at_random_points_of_fifty_jobs(
             )
             uploaded = asyncio.create_task(wait_upload(fake, 30))
             await bot.start()
-            ready_s.append(await wait_ready(fake, bot))
+            ready_s.append(await wait_polling(fake, bot))
             if await uploaded:
                 back_s.append(time.monotonic() - killed_at)
 
-        rows = await wait_jobs(
-            pg_dsn, all_final(JOBS), 90, "every job final", check=lambda: alive(bot)
-        )
+        rows = await wait_jobs(pg_dsn, all_final(JOBS), 90, "every job final", check=alive(bot))
         assert kills >= 4, f"only {kills} kills happened before the jobs were done"
         assert await bot.stop() == 0, bot.text(len(bot.logs))[-3000:]
     finally:
@@ -167,7 +131,7 @@ async def test_kill9_at_random_points_of_fifty_jobs(
         assert extra <= in_window.get(marker, 0), (
             f"{marker} was uploaded {extra + 1} times but only {in_window.get(marker, 0)} "
             "kill(s) caught it between Telegram's answer and the database:\n"
-            + story(fake, bot, rows, marker)
+            + story(fake, next(r for r in rows if marker in r["prompt_typed"]), bot)
         )
     posts = prompt_posts(*comfies)
     assert sorted(posts) == sorted(str(r["id"]) for r in rows)
@@ -188,22 +152,3 @@ def fmt(values: list[float]) -> str:
     if not values:
         return "-"
     return f"min {min(values):.1f} / max {max(values):.1f}"
-
-
-async def alive(bot: Animebot) -> None:
-    if not bot.running:
-        raise AssertionError(f"the bot exited:\n{bot.text(len(bot.logs))[-3000:]}")
-
-
-def story(fake: FakeTelegram, bot: Animebot, rows: list[dict[str, object]], marker: str) -> str:
-    """What the chat and the logs say about one request (for a failure message)."""
-    row = next(r for r in rows if marker in str(r["prompt_typed"]))
-    lines = [f"job {row['id']}"]
-    for message in fake.bot_messages(int(str(row["chat_id"]))):
-        for version in message.history:
-            if marker in (version.caption or "") or marker in (version.text or ""):
-                lines.append(f"  message {message.message_id}: {version.method}")
-    for record in bot.records():
-        if record.get("job_id") == str(row["id"]):
-            lines.append(f"  run {record['_run']}: {record.get('event')} {record.get('error', '')}")
-    return "\n".join(lines)

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,14 @@ from aiohttp import web
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
 from tests.fault.kit import (
+    alive,
     all_final,
     check_delivered_once,
-    inject_image,
     jobs,
     make_users,
-    marker_of,
     prepare_comfy,
     prompt_posts,
+    request_all,
     wait_jobs,
 )
 from tests.fault.procs import Animebot, child_env, free_port
@@ -134,12 +135,12 @@ async def post(port: int, update: dict[str, Any], secret: str | None) -> int:
 
 async def test_two_bots_two_workers_each_job_runs_and_is_delivered_once(
     fake_telegram: FakeTelegram,
-    fake_comfy_factory: Any,
+    fake_comfy_factory: Callable[[], Awaitable[FakeComfyUI]],
     pg_dsn: str,
     tmp_path: Path,
 ) -> None:
     fake = fake_telegram
-    comfies: list[FakeComfyUI] = [await fake_comfy_factory() for _ in range(2)]
+    comfies = [await fake_comfy_factory() for _ in range(2)]
     for comfy in comfies:
         prepare_comfy(comfy, STEP_DELAY_S)
     ports = [free_port(), free_port()]
@@ -168,7 +169,6 @@ async def test_two_bots_two_workers_each_job_runs_and_is_delivered_once(
     ]
     bots, workers = procs[:2], procs[2:]
     people = make_users(fake, USERS)
-    markers: list[str] = []
     try:
         started = time.monotonic()
         for proc in procs:
@@ -186,18 +186,8 @@ async def test_two_bots_two_workers_each_job_runs_and_is_delivered_once(
             assert await post(port, forged, "wrong-secret") == 403
             assert await post(port, forged, None) == 403
 
-        for turn in range(PER_USER):
-            for index, (user, chat) in enumerate(people):
-                marker = marker_of(turn * USERS + index)
-                inject_image(fake, user, chat, marker, STEPS)
-                markers.append(marker)
-
-        async def all_alive() -> None:
-            for proc in procs:
-                if not proc.running:
-                    raise AssertionError(f"{proc.name} exited:\n{proc.text()[-3000:]}")
-
-        rows = await wait_jobs(pg_dsn, all_final(JOBS), 90, "30 jobs final", check=all_alive)
+        markers = request_all(fake, people, PER_USER, STEPS)
+        rows = await wait_jobs(pg_dsn, all_final(JOBS), 90, "30 jobs final", check=alive(*procs))
         finished_s = time.monotonic() - started
         codes = [await p.stop() for p in procs]
         assert codes == [0, 0, 0, 0], [(p.name, p.text()[-2000:]) for p in procs]

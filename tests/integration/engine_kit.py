@@ -217,6 +217,8 @@ async def crash(runtime: Runtime) -> None:
     orch._stopping = True
     runtime._liveness.terminate()
     tasks = [*orch._loops, *orch.runners.values(), *orch.deliveries.values()]
+    if runtime._watchdog is not None:  # else it registers the dead process again
+        tasks.append(runtime._watchdog)
     for task in tasks:
         task.cancel()
     maintenance = runtime.extras.get("maintenance")
