@@ -26,25 +26,8 @@ Metric names (all prefixed `animebot_`):
 * `animebot_event_loop_lag_last_seconds`: last measured event-loop lag (how late a 0.5 s sleep
   woke up), and `animebot_event_loop_lag_seconds`: its histogram.
 
-For the bot: call `record_telegram_call(method, status)` once per Bot API request, after the
-answer (or failure) is known, e.g. from a `telegram.request.HTTPXRequest` subclass::
-
-    from core.metrics import record_telegram_call
-
-    class CountingRequest(HTTPXRequest):
-        async def do_request(self, url, method, *args, **kwargs):
-            api_method = url.rsplit("/", 1)[-1]
-            try:
-                code, payload = await super().do_request(url, method, *args, **kwargs)
-            except TimedOut:
-                record_telegram_call(api_method, "timeout")
-                raise
-            except NetworkError:
-                record_telegram_call(api_method, "error")
-                raise
-            record_telegram_call(api_method, code)
-            return code, payload
-
+The bot calls `record_telegram_call(method, status)` once per Bot API request, after the
+answer (or failure) is known: `bot/request.py` (`CountingRequest`, its HTTP transport) does.
 Never pass the URL itself as the method (it contains the bot token): only its last segment.
 """
 
@@ -361,7 +344,10 @@ class JobEventRecorder:
 
     async def _record(self, job_id: UUID) -> None:
         try:
-            job = await asyncio.wait_for(self.load_job(job_id), self.load_timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the read completes, and stop() then waits forever.
+            async with asyncio.timeout(self.load_timeout_s):
+                job = await self.load_job(job_id)
         except Exception as error:  # a metric is not worth crashing the watcher
             log.warning("job metrics: row not read", job_id=str(job_id), error=str(error))
             return
