@@ -57,6 +57,7 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.MY_CHAT_MEMBER]
 POLL_TIMEOUT_S = 10
 BOOTSTRAP_RETRIES = 5
 CONCURRENT_UPDATES = 64
+RATE_MARGIN = 1.05  # rate-limit periods are this much longer than Telegram's
 HANDLER_MODULES = (start, characters, settings_handlers, admin, queue, scenes, results)
 
 
@@ -73,11 +74,14 @@ def build_application(settings: Settings, runtime: Runtime, *, time_scale: float
     updates_request = CountingRequest(
         connection_pool_size=2, connect_timeout=10.0, read_timeout=10.0, pool_timeout=10.0
     )
+    # Telegram's limits (30 messages/s overall, 20/min per group) with a 5% margin: sending
+    # exactly at the limit, a request that arrives a few ms early is the 21st of its minute
+    # (429; the flood benchmark in tests/perf saw it).
     rate_limiter = AIORateLimiter(
         overall_max_rate=30,
-        overall_time_period=1 / time_scale,
+        overall_time_period=RATE_MARGIN / time_scale,
         group_max_rate=20,
-        group_time_period=60 / time_scale,
+        group_time_period=60 * RATE_MARGIN / time_scale,
         max_retries=2,
     )
     app: App = (

@@ -16,6 +16,7 @@ Everything here is HTML for parse_mode="HTML"; user text is escaped by `bot.text
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -465,7 +466,9 @@ def caption(info: CaptionInfo, lang: str, limit: int = CAPTION_LIMIT) -> str:
 # -- keyboards ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def cancel_markup(job_id: UUID, owner: int, lang: str) -> InlineKeyboardMarkup:
+    # Cached: rebuilt for every progress event otherwise (PTB objects are immutable).
     return InlineKeyboardMarkup(
         [[button(t_plain("scenes.btn_cancel", lang), CANCEL.data(job_id, owner=owner))]]
     )

@@ -3,7 +3,8 @@
 Core publishes what happens to jobs (state changes, progress, previews, library links); the bot
 subscribes and turns them into message edits. Throttling for Telegram is the bot's job: the bus
 delivers every event to every subscriber, dropping the oldest progress events of a subscriber that
-falls behind (never a state change).
+falls behind (never a state change). Other processes get every state change at once and, of the
+progress and queue events, the newest of each job at most `LATEST_ONLY_DELAY_S` later.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ _QUEUE_SIZE = 1000
 # One NOTIFY per payload, in array order (PostgreSQL delivers a transaction's notifications in
 # the order they were sent).
 _NOTIFY_MANY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+# Broadcast as the newest per job only, after at most this delay (states go at once).
+_LATEST_ONLY = ("progress", "queue")
+LATEST_ONLY_DELAY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class EventBus:
         self._pool: asyncpg.Pool | None = None
         self._listen_conn: asyncpg.Connection | None = None
         self._outbox: list[JobEvent] = []
+        self._latest: dict[tuple[UUID, str], JobEvent] = {}  # newest progress/queue per job
+        self._urgent = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self.origin = 0
 
@@ -112,19 +118,35 @@ class EventBus:
         for sub in list(self._subs):
             sub.offer(event)
         if broadcast and self._pool is not None and event.type != "preview":
-            self._outbox.append(event)
+            if event.type in _LATEST_ONLY:
+                self._latest[(event.job_id, event.type)] = event
+            else:
+                # Keep the job's order: its pending progress goes out before this event.
+                for kind in _LATEST_ONLY:
+                    if (pending := self._latest.pop((event.job_id, kind), None)) is not None:
+                        self._outbox.append(pending)
+                self._outbox.append(event)
+                self._urgent.set()
             if self._sender is None or self._sender.done():
                 self._sender = asyncio.get_running_loop().create_task(self._send_outbox())
                 self._sender.add_done_callback(_log_failure)
 
     async def _send_outbox(self) -> None:
         """NOTIFY everything published so far in one statement, in order; events published
-        meanwhile go in the next one (a burst of progress events costs one round trip, not one
-        each, and no longer races for pool connections)."""
-        while self._outbox and self._pool is not None:
-            batch, self._outbox = self._outbox, []
+        meanwhile go in the next one (a burst costs one round trip, not one per event).
+        Progress and queue events wait up to `LATEST_ONLY_DELAY_S` and only the newest of each
+        job is sent: other processes see the same progress, for a fraction of the NOTIFYs."""
+        while self._pool is not None and (self._outbox or self._latest):
+            if not self._outbox:
+                self._urgent.clear()
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(LATEST_ONLY_DELAY_S):
+                        await self._urgent.wait()
+            batch = [*self._outbox, *self._latest.values()]
+            self._outbox, self._latest = [], {}
             payloads = [event.to_json(origin=self.origin) for event in batch]
-            await self._pool.execute(_NOTIFY_MANY, NOTIFY_CHANNEL, payloads)
+            if self._pool is not None and payloads:
+                await self._pool.execute(_NOTIFY_MANY, NOTIFY_CHANNEL, payloads)
 
     @asynccontextmanager
     async def subscribe(self, job_id: UUID | None = None) -> AsyncIterator[asyncio.Queue[JobEvent]]:

@@ -1,6 +1,6 @@
 """Run the performance benchmarks and print their figures.
 
-    python -m tests.perf                 # all six, ~6-8 minutes on 2 cores
+    python -m tests.perf                 # all six, ~7 minutes on 2 cores
     python -m tests.perf --only 1,3      # some of them
     python -m tests.perf --json out.json # also write every figure (and raw samples) as JSON
 
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from tests.perf import (
     bench_video,
     bench_webhook,
 )
-from tests.perf.common import BenchResult, Fakes, Postgres
+from tests.perf.common import BenchResult, Fakes, Postgres, load_average
 
 Bench = Callable[[Postgres, Fakes, Path], Awaitable[BenchResult]]
 BENCHES: dict[str, tuple[str, Bench]] = {
@@ -60,10 +61,13 @@ def table(results: list[BenchResult]) -> str:
 
 
 async def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.perf", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.perf",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated bench numbers")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     chosen = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = [key for key in chosen if key not in BENCHES]
@@ -80,7 +84,7 @@ async def main(argv: list[str]) -> int:
     failed = False
     for key in chosen:
         title, bench = BENCHES[key]
-        print(f"\n== {key}. {title}", flush=True)
+        print(f"\n== {key}. {title} (load average {load_average()})", flush=True)
         fakes = await Fakes.start(work / "fakes.log")
         t0 = time.monotonic()
         try:
@@ -94,7 +98,10 @@ async def main(argv: list[str]) -> int:
             gc.collect()
         print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
 
-    print(f"\nAll figures ({time.monotonic() - started:.0f} s in all):\n")
+    print(
+        f"\nAll figures ({time.monotonic() - started:.0f} s in all; {os.cpu_count()} CPUs,"
+        f" load average now {load_average()}):\n"
+    )
     print(table(results))
     if args.json:
         data: dict[str, Any] = {
@@ -107,8 +114,7 @@ async def main(argv: list[str]) -> int:
         }
         args.json.write_text(json.dumps(data, indent=1, default=str))
     log_file.close()
-    if not args.keep:
-        print(f"\n(logs kept in {work}; remove it when done)")
+    print(f"\n(logs and data in {work}; remove it when done)")
     return 1 if failed else 0
 
 

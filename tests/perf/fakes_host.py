@@ -106,6 +106,7 @@ class TimedTelegram(FakeTelegram):
         self.arrived: dict[int, float] = {}  # index in calls -> request arrival
         self.finished: dict[int, float] = {}  # index in calls -> handler end
         self.webhook_started: dict[int, float] = {}  # update_id -> POST start
+        self.reply_waiters: dict[int, asyncio.Future[float]] = {}  # chat_id -> reply arrival
 
     async def start(self) -> None:  # FakeTelegram.start plus a timing middleware
         app = web.Application(
@@ -139,6 +140,9 @@ class TimedTelegram(FakeTelegram):
         if box is not None:
             box["index"] = len(self.calls) - 1
             self.arrived[box["index"]] = box["t0"]
+            waiter = self.reply_waiters.get(p.get("chat_id"))
+            if method == "sendMessage" and waiter is not None and not waiter.done():
+                waiter.set_result(box["t0"])
         return super()._take_failure(method, p)
 
     async def post_to_webhook(self, update: JSONDict, *, secret: Any = False) -> int:
@@ -223,6 +227,14 @@ class Host:
             }
         )
 
+    async def comfy_state_all(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "pending": [len(server.pending_ids) for server in self.comfy],
+                "requests": sum(len(server.served) for server in self.comfy),
+            }
+        )
+
     async def comfy_marks(self, request: web.Request) -> web.Response:
         server = self._c(request)
         since = int(request.query.get("since", "0"))
@@ -300,7 +312,10 @@ class Host:
                 "calls": calls,
                 "next": len(self.tg.calls),
                 "violations": len(self.tg.flood_violations),
-                "violation_rules": sorted({v.rule for v in self.tg.flood_violations}),
+                "violation_details": [
+                    {"at": v.at, "rule": v.rule, "method": v.method, "wait_s": v.wait}
+                    for v in self.tg.flood_violations[:20]
+                ],
                 "webhook_started": self.tg.webhook_started,
                 "webhook_set": bool(self.tg.webhook_url),
                 "internal_errors": self.tg.internal_errors[-5:],
@@ -332,12 +347,14 @@ class Host:
         return web.json_response(self.tg.call_summary(index))
 
     async def tg_webhook_load(self, request: web.Request) -> web.Response:
-        """POST `n` updates (`text` from `n` new users in private chats) to the bot's webhook,
-        `concurrency` at a time; return per update: POST start/end and the arrival of the bot's
-        first sendMessage to that chat."""
+        """`concurrency` simulated users, closed loop: each POSTs an update (`text` from a new
+        user in a new private chat) to the bot's webhook, waits for the bot's sendMessage to
+        that chat, then sends the next; `n` updates in all. Per update: POST start, POST end,
+        reply arrival (None when no reply came within `reply_timeout`)."""
         body = await self._body(request)
         n, concurrency = int(body["n"]), int(body.get("concurrency", 32))
         text = str(body.get("text", "/start"))
+        reply_timeout = float(body.get("reply_timeout", 30))
         tg = self.tg
         if not tg.webhook_url:
             raise web.HTTPConflict(text="no webhook set")
@@ -347,49 +364,39 @@ class Host:
             chat = tg.private_chat(user)
             update = tg.inject_message(chat, user, text)
             assert update is not None
-            tg._updates.remove(update)  # delivered below, not by the fake's sequential task
+            tg._updates.remove(update)  # POSTed below, not by the fake's sequential task
             updates.append((chat.id, update))
-        first_call = len(tg.calls)
-        connector = aiohttp.TCPConnector(limit=concurrency)
+        pending = iter(updates)
         headers = {"X-Telegram-Bot-Api-Secret-Token": tg.webhook_secret or ""}
-        semaphore = asyncio.Semaphore(concurrency)
-        timings: dict[int, list[float]] = {}
+        results: list[list[float | None]] = []
         statuses: list[int] = []
+        loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def post(chat_id: int, update: JSONDict) -> None:
-                async with semaphore:
+            async def user_loop() -> None:
+                for chat_id, update in pending:
+                    replied = tg.reply_waiters[chat_id] = loop.create_future()
                     t0 = time.monotonic()
                     async with session.post(tg.webhook_url, json=update, headers=headers) as resp:
                         await resp.read()
                         statuses.append(resp.status)
-                    timings[chat_id] = [t0, time.monotonic()]
+                    t1 = time.monotonic()
+                    try:
+                        t2: float | None = await asyncio.wait_for(replied, reply_timeout)
+                    except TimeoutError:
+                        t2 = None
+                    tg.reply_waiters.pop(chat_id, None)
+                    results.append([t0, t1, t2])
 
             started = time.monotonic()
-            await asyncio.gather(*(post(c, u) for c, u in updates))
-            posted = time.monotonic()
-        wanted = {chat_id for chat_id, _ in updates}
-        replies: dict[int, float] = {}
-        state = {"next": first_call}
-
-        def all_replied() -> bool:
-            calls = tg.calls
-            for index in range(state["next"], len(calls)):
-                call = calls[index]
-                chat_id = call.params.get("chat_id")
-                if call.method == "sendMessage" and chat_id in wanted and chat_id not in replies:
-                    replies[chat_id] = tg.arrived.get(index, call.at)
-            state["next"] = len(calls)
-            return len(replies) == len(wanted)
-
-        with contextlib.suppress(AssertionError):
-            await tg.wait_for(all_replied, float(body.get("timeout", 120)), what="replies")
+            await asyncio.gather(*(user_loop() for _ in range(concurrency)))
         return web.json_response(
             {
                 "started": started,
-                "posted": posted,
+                "finished": time.monotonic(),
                 "statuses": {str(s): statuses.count(s) for s in set(statuses)},
-                "requests": [[timings[c][0], timings[c][1], replies.get(c)] for c, _ in updates],
+                "requests": results,
             }
         )
 
@@ -404,6 +411,7 @@ class Host:
             web.post("/comfy/{n}/hold", self.comfy_hold),
             web.post("/comfy/{n}/release", self.comfy_release),
             web.get("/comfy/{n}/state", self.comfy_state),
+            web.get("/comfy/state", self.comfy_state_all),
             web.get("/comfy/{n}/marks", self.comfy_marks),
             web.post("/comfy/{n}/clear", self.comfy_clear),
             web.post("/telegram", self.tg_new),
