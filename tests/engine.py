@@ -39,8 +39,10 @@ def engine_settings(dsn: str, data_dir: Path, comfy_urls: list[str], **extra: An
     return load_settings(**values)
 
 
-def install_models(fake: Any, settings: Settings) -> None:
-    """Make a fake ComfyUI list our configured model files (a real server has them on disk)."""
+def install_models(fake: Any, settings: Settings | None = None) -> None:
+    """Make a fake ComfyUI list our configured model files (a real server has them on disk);
+    without `settings`, the default model names."""
+    settings = settings or Settings.model_construct()
     models: dict[str, list[str]] = {}
     for input_name, fields in MODEL_INPUTS.items():
         models[input_name] = [getattr(settings, name) for name in fields]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import BotHarness, harness_settings
+from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
 
@@ -39,4 +40,11 @@ async def make_bot(
 @pytest.fixture
 async def bot_harness(make_bot: MakeBot) -> BotHarness:
     """The bot with default settings, started and polling."""
+    return await make_bot()
+
+
+@pytest.fixture
+async def studio(make_bot: MakeBot, fake_comfy: FakeComfyUI) -> BotHarness:
+    """The bot, with the fake GPU server offering the default models of every workflow."""
+    install_models(fake_comfy)
     return await make_bot()

@@ -19,7 +19,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from bot import keyboards as kb
@@ -28,8 +27,6 @@ from bot.handlers.queue import CANCEL as QUEUE_CANCEL
 from bot.render import CANCEL, PICK_TOGGLE, REROLL
 from core.models import Character, ChatType
 from core.service import Actor, CharacterDraft
-from core.settings import Settings
-from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
@@ -42,25 +39,6 @@ FSI, PDI = "\u2068", "\u2069"
 NOT_YOURS = "This is not your request."
 STALE = "This button is no longer valid."
 TOO_FAST = "too fast"
-
-
-def _default(name: str) -> str:
-    value = Settings.model_fields[name].default
-    assert isinstance(value, str)
-    return value
-
-
-@pytest.fixture
-async def studio(make_bot: MakeBot, fake_comfy: FakeComfyUI) -> BotHarness:
-    """The bot, with the fake GPU server offering the default models of every workflow."""
-    fake_comfy.models = {
-        "ckpt_name": [_default("checkpoint_name"), _default("sdxl_checkpoint_name")],
-        "unet_name": [_default("video_unet_name"), _default("video_i2v_unet_name")],
-        "clip_name": [_default("video_clip_name"), _default("video_clip_vision_name")],
-        "vae_name": [_default("video_vae_name")],
-        "model_name": [_default("upscale_model_name")],
-    }
-    return await make_bot()
 
 
 # -- checks shared by every case -------------------------------------------------------------------

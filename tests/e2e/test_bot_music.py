@@ -20,7 +20,8 @@ from core.models import Generation, JobKind
 from core.service import Actor
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, buttons
-from tests.e2e.test_bot_scenes import default, job_of, jobs_of, no_not_modified, person
+from tests.e2e.test_bot_scenes import job_of, jobs_of, no_not_modified, person
+from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.itunes import FakeITunes
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
@@ -60,16 +61,6 @@ def music_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ocean": tone(library / "Ocean Waves.mp3", 4.0),
         "voice": tone(folder / "voice.ogg", 1.5, "libopus", 330),
         "mp3": tone(folder / "my theme.mp3", 1.5, hz=550),
-    }
-
-
-def install_models(fake_comfy: FakeComfyUI) -> None:
-    fake_comfy.models = {
-        "ckpt_name": [default("checkpoint_name"), default("sdxl_checkpoint_name")],
-        "unet_name": [default("video_unet_name"), default("video_i2v_unet_name")],
-        "clip_name": [default("video_clip_name"), default("video_clip_vision_name")],
-        "vae_name": [default("video_vae_name")],
-        "model_name": [default("upscale_model_name")],
     }
 
 

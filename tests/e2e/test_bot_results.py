@@ -18,13 +18,10 @@ from tests.e2e.test_bot_scenes import (
     jobs_of,
     no_not_modified,
     person,
-    studio,
     wait_result,
 )
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
-
-__all__ = ["studio"]  # the fixture, shared with test_bot_scenes
 
 
 async def first_result(

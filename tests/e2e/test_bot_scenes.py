@@ -5,38 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bot.keyboards import SCENE, decode
 from bot.render import CANCEL, PICK_TOGGLE, REROLL
 from core.db import generations as gen_db
 from core.models import Character, ChatType, Generation, JobKind, Operation
 from core.service import Actor, CharacterDraft
-from core.settings import Settings
-from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
-
-
-def default(name: str) -> str:
-    value = Settings.model_fields[name].default
-    assert isinstance(value, str)
-    return value
-
-
-@pytest.fixture
-async def studio(make_bot: MakeBot, fake_comfy: FakeComfyUI) -> BotHarness:
-    """The bot, with the fake GPU server offering the default models of every workflow."""
-    fake_comfy.models = {
-        "ckpt_name": [default("checkpoint_name"), default("sdxl_checkpoint_name")],
-        "unet_name": [default("video_unet_name"), default("video_i2v_unet_name")],
-        "clip_name": [default("video_clip_name"), default("video_clip_vision_name")],
-        "vae_name": [default("video_vae_name")],
-        "model_name": [default("upscale_model_name")],
-    }
-    return await make_bot()
-
 
 RESULT_LABELS = [
     "🔁 Reroll",

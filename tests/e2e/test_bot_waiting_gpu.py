@@ -9,12 +9,11 @@ import time
 from core.service import Actor
 from core.states import JobState
 from tests.e2e.harness import BotHarness
-from tests.e2e.test_bot_scenes import studio  # noqa: F401  (fixture)
 from tests.fakes.comfyui import FakeComfyUI
 
 
 async def test_request_waits_for_a_gpu_server_then_runs(
-    studio: BotHarness,  # noqa: F811
+    studio: BotHarness,
     fake_comfy: FakeComfyUI,
 ) -> None:
     bot = studio
