@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from telegram import (
     Bot,
@@ -320,7 +321,16 @@ class TelegramDeliverer:
         if len(data) > UPLOAD_MAX_BYTES:
             raise Undeliverable(f"{output.kind.value} over 50 MB")
         name = Path(path).name
-        reply = _reply(reply_to)
+        # What every upload of the result shares, whichever method sends it.
+        common: dict[str, Any] = {
+            "caption": text,
+            "parse_mode": ParseMode.HTML,
+            "reply_markup": markup,
+            "message_thread_id": thread,
+            "reply_parameters": _reply(reply_to),
+            "read_timeout": MEDIA_READ_TIMEOUT,
+            "write_timeout": MEDIA_WRITE_TIMEOUT,
+        }
         self.live.note_message(chat_id)
         if output.kind is JobKind.VIDEO:
             await self._action(chat_id, thread, ChatAction.UPLOAD_VIDEO)
@@ -340,42 +350,17 @@ class TelegramDeliverer:
                 height=output.height,
                 supports_streaming=True,
                 thumbnail=thumb,
-                caption=text,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-                message_thread_id=thread,
-                reply_parameters=reply,
-                read_timeout=MEDIA_READ_TIMEOUT,
-                write_timeout=MEDIA_WRITE_TIMEOUT,
+                **common,
             )
         if len(data) <= PHOTO_MAX_BYTES:
             try:
-                return await self.bot.send_photo(
-                    chat_id,
-                    InputFile(data, filename=name),
-                    caption=text,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                    message_thread_id=thread,
-                    reply_parameters=reply,
-                    read_timeout=MEDIA_READ_TIMEOUT,
-                    write_timeout=MEDIA_WRITE_TIMEOUT,
-                )
+                return await self.bot.send_photo(chat_id, InputFile(data, filename=name), **common)
             except BadRequest as error:
                 if _THREAD_GONE in error.message.lower():
                     raise
                 log.info("photo refused; sending it as a file", error=error.message)
         return await self.bot.send_document(
-            chat_id,
-            InputFile(data, filename=name),
-            disable_content_type_detection=True,
-            caption=text,
-            parse_mode=ParseMode.HTML,
-            reply_markup=markup,
-            message_thread_id=thread,
-            reply_parameters=reply,
-            read_timeout=MEDIA_READ_TIMEOUT,
-            write_timeout=MEDIA_WRITE_TIMEOUT,
+            chat_id, InputFile(data, filename=name), disable_content_type_detection=True, **common
         )
 
     async def _action(self, chat_id: int, thread: int | None, action: str) -> None:
