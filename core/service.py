@@ -25,7 +25,7 @@ from core.db import outputs as out_db
 from core.db import people
 from core.db.pool import Database
 from core.db.tx import transaction
-from core.errors import InvalidInput, LimitReached, NotFound
+from core.errors import IllegalTransition, InvalidInput, LimitReached, NotFound
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import EventBus
 from core.jobs.postprocess import sha256_of
@@ -587,7 +587,7 @@ class StudioService:
                 await people.give_back_quota(self.db, actor.user_id, datetime.now(UTC).date())
                 self._publish_state(job)
                 return job
-            except Exception:  # taken by a worker meanwhile: ask it to stop
+            except IllegalTransition:  # taken by a worker meanwhile: ask it to stop
                 log.info("queued job was taken while cancelling", job_id=str(job.id))
         requested = await gen_db.request_cancel(self.db, job.id)
         return requested or await gen_db.require_generation(self.db, job.id)
