@@ -57,7 +57,7 @@ AUDIO_CODECS = {
 async def make_audio(path: Path, seconds: float) -> Path:
     source = f"sine=frequency=440:duration={seconds}"
     if path.suffix == ".wav":
-        source = f"anoisesrc=color=pink:amplitude=0.5:duration={seconds}"
+        source = f"anoisesrc=color=pink:amplitude=0.5:seed=42:duration={seconds}"  # repeatable
     await make("-f", "lavfi", "-i", source, *AUDIO_CODECS[path.suffix[1:]], str(path))
     return path
 
