@@ -22,6 +22,7 @@ Wiring (bot/app.py):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,13 @@ from telegram.error import (
 from bot.live import LiveProgress, live_for
 from bot.render import CaptionInfo, caption, result_markup, soundtrack_credit
 from bot.texts import pick_language, t
-from core.jobs.delivery import DeliveredFile, DeliveryReceipt
+from core.jobs.delivery import (
+    DeliveredFile,
+    DeliveryLedger,
+    DeliveryReceipt,
+    primary_output,
+    report_sent,
+)
 from core.logs import get_logger
 from core.models import Generation, JobKind, Output
 from core.runtime import Runtime
@@ -81,14 +88,6 @@ async def requester_language(service: StudioService, user_id: int) -> str:
 
 async def character_names(service: StudioService, job: Generation) -> list[str]:
     return await service.character_names(job)
-
-
-def primary_output(job: Generation, outputs: list[Output]) -> Output | None:
-    """The output shown with the buttons: the first of the job's kind (else the first)."""
-    ordered = sorted(outputs, key=lambda o: o.position)
-    same = [o for o in ordered if o.kind is job.kind]
-    chosen = same or ordered
-    return chosen[0] if chosen else None
 
 
 def has_original(output: Output) -> bool:
@@ -188,12 +187,16 @@ class TelegramDeliverer:
         )
         return caption(info, lang)
 
-    async def deliver(self, job: Generation, outputs: list[Output]) -> DeliveryReceipt:
+    async def deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
+    ) -> DeliveryReceipt:
         where = {"job_id": str(job.id), "chat_id": job.chat_id}
         primary = primary_output(job, outputs)
         if primary is None:
             log.warning("nothing to deliver", **where)
             return DeliveryReceipt(message_id=None, error="the job has no outputs")
+        if job.result_message_id is not None:
+            return await self._finish_interrupted(job, primary, outputs, ledger)
         lang = await requester_language(self.service, job.requester_id)
         text = await self._caption(job, primary, lang, primary.jellyfin_link)
         markup = result_markup(
@@ -202,11 +205,12 @@ class TelegramDeliverer:
         chat_id = job.chat_id
         try:
             try:
-                sent = await self._deliver_primary(job, primary, text, markup)
+                sent = await self._deliver_primary(job, primary, text, markup, ledger)
             except ChatMigrated as migrated:
                 log.info("group became a supergroup", new_chat_id=migrated.new_chat_id, **where)
                 chat_id = migrated.new_chat_id
-                sent = await self._send_new(job, primary, text, markup, chat_id=chat_id)
+                sending = self._send_new(job, primary, text, markup, chat_id=chat_id)
+                sent = await self._reported(ledger, primary, sending)
         except Forbidden as error:
             log.info("result not delivered: no access to the chat", error=error.message, **where)
             return DeliveryReceipt(message_id=None, error=f"forbidden: {error.message}")
@@ -214,16 +218,51 @@ class TelegramDeliverer:
             log.warning("result not deliverable", error=str(error), **where)
             return DeliveryReceipt(message_id=None, error=str(error))
         log.info("result delivered", message_id=sent.message_id, kind=primary.kind.value, **where)
-        files = [DeliveredFile(primary.id, sent.message_id, file_id_of(sent))]
-        for extra in sorted(outputs, key=lambda o: o.position):
-            if extra.id == primary.id:
-                continue
-            delivered = await self._send_extra(job, extra, sent.message_id, chat_id)
-            if delivered is not None:
-                files.append(delivered)
+        main = self._main_file(primary, sent)
+        extras = await self._send_extras(job, primary, outputs, sent.message_id, ledger, chat_id)
+        files = [main, *extras]
         if primary.kind is JobKind.IMAGE and await self._send_original_setting(job):
             await self._original_quietly(job, primary, lang, sent.message_id, chat_id)
         return DeliveryReceipt(message_id=sent.message_id, files=files)
+
+    async def _finish_interrupted(
+        self,
+        job: Generation,
+        primary: Output,
+        outputs: list[Output],
+        ledger: DeliveryLedger | None,
+    ) -> DeliveryReceipt:
+        """A previous process sent the main result and stopped: never send it again; remove
+        the progress message it may have left and send the further outputs still missing.
+        (The original-file document is not repeated: the result's button still offers it.)"""
+        main_id = job.result_message_id
+        assert main_id is not None
+        log.info("result already delivered; finishing", job_id=str(job.id), message_id=main_id)
+        if job.progress_message_id not in (None, main_id):
+            async with self.live.take_over(job.chat_id, job.progress_message_id):
+                await self._delete_quietly(job.chat_id, job.progress_message_id)
+        files = await self._send_extras(job, primary, outputs, main_id, ledger, job.chat_id)
+        return DeliveryReceipt(message_id=main_id, files=files)
+
+    async def _send_extras(
+        self,
+        job: Generation,
+        primary: Output,
+        outputs: list[Output],
+        reply_to: int,
+        ledger: DeliveryLedger | None,
+        chat_id: int,
+    ) -> list[DeliveredFile]:
+        """The job's further outputs not sent yet, each recorded as soon as it is sent."""
+        files: list[DeliveredFile] = []
+        for extra in sorted(outputs, key=lambda o: o.position):
+            if extra.id == primary.id or extra.telegram_message_id is not None:
+                continue
+            delivered = await self._send_extra(job, extra, reply_to, chat_id)
+            if delivered is not None:
+                await report_sent(ledger, delivered, main=False)
+                files.append(delivered)
+        return files
 
     async def _send_original_setting(self, job: Generation) -> bool:
         try:
@@ -234,19 +273,37 @@ class TelegramDeliverer:
         return chat.send_original
 
     async def _deliver_primary(
-        self, job: Generation, output: Output, text: str, markup: InlineKeyboardMarkup | None
+        self,
+        job: Generation,
+        output: Output,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        ledger: DeliveryLedger | None,
     ) -> Message:
+        """The main result, reported to `ledger` the moment Telegram has accepted it."""
         progress = job.progress_message_id
         if progress is None:
-            return await self._send_new(job, output, text, markup)
+            return await self._reported(ledger, output, self._send_new(job, output, text, markup))
         async with self.live.take_over(job.chat_id, progress):
             if output.kind is JobKind.IMAGE:
                 edited = await self._edit_into_photo(job, output, text, markup, progress)
                 if edited is not None:
+                    await report_sent(ledger, self._main_file(output, edited), main=True)
                     return edited
-            sent = await self._send_new(job, output, text, markup)
+            sent = await self._reported(ledger, output, self._send_new(job, output, text, markup))
             await self._delete_quietly(job.chat_id, progress)
             return sent
+
+    @staticmethod
+    def _main_file(output: Output, message: Message) -> DeliveredFile:
+        return DeliveredFile(output.id, message.message_id, file_id_of(message))
+
+    async def _reported(
+        self, ledger: DeliveryLedger | None, output: Output, sending: Awaitable[Message]
+    ) -> Message:
+        sent = await sending
+        await report_sent(ledger, self._main_file(output, sent), main=True)
+        return sent
 
     async def _edit_into_photo(
         self,

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from core.jobs.delivery import DeliveredFile, DeliveryReceipt
+from core.jobs.delivery import (
+    DeliveredFile,
+    DeliveryLedger,
+    DeliveryReceipt,
+    report_sent,
+    unsent_outputs,
+)
 from core.models import Generation, Output
 from core.runtime import Runtime
 from core.service import Actor
@@ -60,16 +66,27 @@ class RecordingDeliverer:
     next_message_id: int = 1000
     blocked: bool = False
 
-    async def deliver(self, job: Generation, outputs: list[Output]) -> DeliveryReceipt:
+    async def deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
+    ) -> DeliveryReceipt:
+        """Like the bot: the main result unless already sent, then the outputs not sent yet,
+        each reported to `ledger` as it goes."""
         if self.fail_times > 0:
             self.fail_times -= 1
             raise ConnectionError("telegram is down")
         if self.blocked:
             return DeliveryReceipt(message_id=None, error="bot was blocked by the user")
-        self.next_message_id += 1
-        self.delivered.append((job, outputs))
-        files = [DeliveredFile(o.id, self.next_message_id, f"file-{o.id}") for o in outputs]
-        return DeliveryReceipt(message_id=self.next_message_id, files=files)
+        unsent = unsent_outputs(job, outputs)
+        self.delivered.append((job, unsent))
+        main_id, files = job.result_message_id, []
+        for output in unsent:
+            self.next_message_id += 1
+            file = DeliveredFile(output.id, self.next_message_id, f"file-{output.id}")
+            main = main_id is None
+            main_id = file.message_id if main else main_id
+            await report_sent(ledger, file, main=main)
+            files.append(file)
+        return DeliveryReceipt(message_id=main_id, files=files)
 
     async def library_linked(self, job: Generation, output: Output, link: str) -> None:
         self.links.append((output.id, link))

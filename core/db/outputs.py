@@ -89,6 +89,27 @@ async def record_telegram(
     )
 
 
+_RECORD_MAIN = """
+WITH job AS (
+    UPDATE generations SET result_message_id = $3, updated_at = now()
+    WHERE id = $1 AND status = 'delivering'
+    RETURNING id
+)
+UPDATE outputs SET telegram_file_id = coalesce($4, telegram_file_id), telegram_message_id = $3
+WHERE id = $2 AND generation_id = (SELECT id FROM job)
+RETURNING id
+"""
+
+
+async def record_main_delivery(
+    db: Executor, job_id: UUID, output_id: UUID, *, message_id: int, file_id: str | None
+) -> bool:
+    """The job's main result was accepted by the chat: its message id on the job and on the
+    output, in one statement. False when the job is not delivering (nothing recorded)."""
+    row = await db.fetchrow(_RECORD_MAIN, job_id, output_id, message_id, file_id)
+    return row is not None
+
+
 async def record_library(
     db: Executor,
     output_id: UUID,

@@ -1,8 +1,13 @@
 """The delivery port: how a finished job's outputs reach the chat.
 
 Core does not know Telegram: a process that can talk to the chat (the bot) registers a
-`Deliverer`. Jobs in state `delivering` are taken by such a process, delivered once, their
-message id recorded, and only then marked done.
+`Deliverer`. Jobs in state `delivering` are taken by such a process and delivered once; only
+then are they marked done.
+
+Each message is recorded the moment the chat has accepted it (`DeliveryLedger.sent`), before
+anything else is sent: a process killed after that point never sends the same file again. The
+next process is handed the job with its `result_message_id` and the outputs' message ids filled
+in, and sends only what is still missing.
 """
 
 from __future__ import annotations
@@ -31,11 +36,45 @@ class DeliveryReceipt:
     error: str | None = None
 
 
+class DeliveryLedger(Protocol):
+    async def sent(self, file: DeliveredFile, *, main: bool) -> None:
+        """Record one accepted message at once (`main`: the job's result message). Raises
+        when it cannot be recorded; the deliverer then stops and the job is retried."""
+        ...
+
+
 class Deliverer(Protocol):
-    async def deliver(self, job: Generation, outputs: list[Output]) -> DeliveryReceipt:
-        """Send the outputs; raise only for a retryable failure (the job stays delivering)."""
+    async def deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
+    ) -> DeliveryReceipt:
+        """Send what is not sent yet: the main result unless `job.result_message_id` is set,
+        then each output without a `telegram_message_id`, reporting each message to `ledger`
+        as soon as it is accepted. Raise only for a retryable failure (the job stays
+        delivering)."""
         ...
 
     async def library_linked(self, job: Generation, output: Output, link: str) -> None:
         """The output was filed in the media library: add the link to the delivered message."""
         ...
+
+
+def primary_output(job: Generation, outputs: list[Output]) -> Output | None:
+    """The output shown with the buttons: the first of the job's kind (else the first)."""
+    ordered = sorted(outputs, key=lambda o: o.position)
+    same = [o for o in ordered if o.kind is job.kind]
+    chosen = same or ordered
+    return chosen[0] if chosen else None
+
+
+def unsent_outputs(job: Generation, outputs: list[Output]) -> list[Output]:
+    """What a delivery of `job` still has to send: every output with no message yet, except
+    the primary one once the job's result message is recorded."""
+    primary = primary_output(job, outputs) if job.result_message_id is not None else None
+    skipped = primary.id if primary is not None else None
+    ordered = sorted(outputs, key=lambda o: o.position)
+    return [o for o in ordered if o.telegram_message_id is None and o.id != skipped]
+
+
+async def report_sent(ledger: DeliveryLedger | None, file: DeliveredFile, *, main: bool) -> None:
+    if ledger is not None:
+        await ledger.sent(file, main=main)

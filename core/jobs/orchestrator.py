@@ -30,7 +30,8 @@ from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
 from core.jobs.backends import BackendPool
 from core.jobs.context import EngineContext
-from core.jobs.delivery import Deliverer
+from core.jobs.delivery import Deliverer, unsent_outputs
+from core.jobs.ledger import StoreLedger
 from core.jobs.runner import JobRunner
 from core.logs import bind_context, clear_context, get_logger
 from core.models import Generation
@@ -338,27 +339,8 @@ class Orchestrator:
         assert self.deliverer is not None
         bind_context(job_id=str(job.id))
         try:
-            if job.result_message_id is None and job.delivery_error is None:
-                outputs = await out_db.list_outputs(self.ctx.db, job.id)
-                receipt = await asyncio.wait_for(
-                    self.deliverer.deliver(job, outputs), DELIVERY_TIMEOUT_S
-                )
-                # Recorded before the job is marked done: a restart never delivers twice. One
-                # transaction, so a crash never leaves the job's message id without its outputs'.
-                async with transaction(self.ctx.db) as conn:
-                    await gen_db.record_delivery(
-                        conn,
-                        job.id,
-                        result_message_id=receipt.message_id,
-                        delivery_error=receipt.error,
-                    )
-                    for delivered in receipt.files:
-                        await out_db.record_telegram(
-                            conn,
-                            delivered.output_id,
-                            file_id=delivered.file_id,
-                            message_id=delivered.message_id,
-                        )
+            if job.delivery_error is None:
+                await self._send_missing(job)
             done = await gen_db.transition(self.ctx.db, job.id, JobState.DONE)
             self._delivery_backoff.pop(job.id, None)
             self.ctx.publish_state(done)
@@ -380,3 +362,38 @@ class Orchestrator:
             await gen_db.release(self.ctx.db, job.id, owner=self.ctx.owner)
         finally:
             clear_context(["job_id"])
+
+    async def _send_missing(self, job: Generation) -> None:
+        """Send what this job has not delivered yet (all of it, unless a previous process was
+        stopped mid-delivery); each message is recorded by the ledger as soon as it is sent."""
+        assert self.deliverer is not None
+        outputs = await out_db.list_outputs(self.ctx.db, job.id)
+        if job.result_message_id is not None and not unsent_outputs(job, outputs):
+            return
+        if job.result_message_id is not None:
+            log.info("resuming an interrupted delivery", message_id=job.result_message_id)
+        ledger = StoreLedger(self.ctx.db, job.id)
+        receipt = await asyncio.wait_for(
+            self.deliverer.deliver(job, outputs, ledger), DELIVERY_TIMEOUT_S
+        )
+        unrecorded = [f for f in receipt.files if f.output_id not in ledger.recorded]
+        recorded_main = (ledger.main_message_id, job.result_message_id)
+        main_missing = receipt.message_id is not None and receipt.message_id not in recorded_main
+        if receipt.error is None and not unrecorded and not main_missing:
+            return
+        # A deliverer that did not report as it went, or a failure to report: one
+        # transaction, so a crash never leaves the job's message id without its outputs'.
+        async with transaction(self.ctx.db) as conn:
+            await gen_db.record_delivery(
+                conn,
+                job.id,
+                result_message_id=receipt.message_id,
+                delivery_error=receipt.error,
+            )
+            for delivered in unrecorded:
+                await out_db.record_telegram(
+                    conn,
+                    delivered.output_id,
+                    file_id=delivered.file_id,
+                    message_id=delivered.message_id,
+                )

@@ -5,7 +5,8 @@ message in its chat, and run once on ComfyUI (the fakes never lose a prompt here
 
 The inherent window: Telegram has accepted the result but the process dies before the message id
 is recorded. The next process cannot know and uploads again. The bot narrows this window by
-recording the message id right after Telegram answers and before it marks the job done. For an
+recording the message id the moment Telegram answers, before it sends or deletes anything else
+(`DeliveryLedger`); a later kill only makes the next process send what is still missing. For an
 image that replaces its progress message, the second upload edits the same message again, so the
 chat still shows one result. The test counts those second uploads. Each one must be explained by
 a kill that landed inside the window of that job (measured at the kill). One of the kills is

@@ -21,7 +21,7 @@ from core.db import generations as gen_db
 from core.events import JobEvent
 from core.jobs import orchestrator as orchestrator_mod
 from core.jobs import runner as runner_mod
-from core.jobs.delivery import DeliveryReceipt
+from core.jobs.delivery import DeliveryLedger, DeliveryReceipt
 from core.models import Generation, JobKind, Output
 from core.runtime import Runtime
 from core.states import JobState
@@ -200,7 +200,9 @@ class HangingDeliverer:
 
     attempts: list[UUID] = field(default_factory=list)
 
-    async def deliver(self, job: Generation, outputs: list[Output]) -> DeliveryReceipt:
+    async def deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
+    ) -> DeliveryReceipt:
         self.attempts.append(job.id)
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -7,7 +7,7 @@ import io
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -30,6 +30,7 @@ from core.db import outputs as out_db
 from core.db import people
 from core.db.pool import Database
 from core.events import EventBus, JobEvent
+from core.jobs.delivery import DeliveredFile
 from core.models import ChatType, Generation, JobKind, Operation, Output
 from core.runtime import Runtime
 from core.service import JobTicket, StudioService
@@ -482,6 +483,89 @@ async def test_too_big_for_a_photo_goes_as_a_document(world: World) -> None:
     msg = world.fake.message(world.chat.id, receipt.message_id or 0)
     assert msg.media_kind == "document"
     assert receipt.files[0].file_id == msg.media_file_id
+
+
+# -- recorded as it goes (the kill -9 window) ------------------------------------------------------
+
+
+@dataclass
+class SnapshotLedger:
+    """Records what the fake Bot API had done when each message was reported."""
+
+    fake: FakeTelegram
+    reports: list[tuple[DeliveredFile, bool, list[str]]] = field(default_factory=list)
+
+    async def sent(self, file: DeliveredFile, *, main: bool) -> None:
+        done = [c.method for c in self.fake.calls if c.method != "getUpdates"]
+        self.reports.append((file, main, done))
+
+
+async def _extra_image(world: World, job: Generation) -> Output:
+    folder = world.tmp / str(job.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    still = _jpeg(folder / "01_still.jpg", (320, 240), (1, 2, 3))
+    return await out_db.save_output(
+        world.db.pool,
+        generation_id=job.id,
+        position=1,
+        kind=JobKind.IMAGE,
+        file_path=str(still),
+        mime="image/jpeg",
+        size_bytes=still.stat().st_size,
+        sha256="2" * 64,
+        width=320,
+        height=240,
+    )
+
+
+async def test_main_result_is_reported_before_anything_else_is_sent(
+    world: World, sample_video: Path
+) -> None:
+    job = await world.job(kind=JobKind.VIDEO, scene="Aiko waving on a beach")
+    progress_id = await world.post_progress(job)
+    job = await world.reload(await world.delivering(job))
+    video = await world.video_output(job, sample_video)
+    extra = await _extra_image(world, job)
+    ledger = SnapshotLedger(world.fake)
+
+    receipt = await world.deliverer.deliver(job, [video, extra], ledger)
+
+    [(main, is_main, done_then), (second, second_main, _)] = ledger.reports
+    assert is_main and main.output_id == video.id and main.message_id == receipt.message_id
+    # Reported right after the upload: the progress message was still there, no extra sent.
+    assert done_then[-1] == "sendVideo" and "deleteMessage" not in done_then
+    assert not second_main and second.output_id == extra.id
+    assert world.fake.message(world.chat.id, progress_id).deleted
+
+
+async def test_an_interrupted_delivery_sends_only_what_is_missing(
+    world: World, sample_video: Path
+) -> None:
+    """A previous process sent the main result (recorded) and died before the rest."""
+    job = await world.job(kind=JobKind.VIDEO, scene="Aiko waving on a beach")
+    progress_id = await world.post_progress(job)
+    job = await world.reload(await world.delivering(job))
+    video = await world.video_output(job, sample_video)
+    extra = await _extra_image(world, job)
+    first = await world.deliverer.bot.send_message(world.chat.id, "the result, sent before")
+    assert await out_db.record_main_delivery(
+        world.db.pool, job.id, video.id, message_id=first.message_id, file_id=None
+    )
+    job = await world.reload(job)
+    outputs = await world.service.outputs(job.id)
+    uploads_before = len(world.fake.calls_of("sendVideo")) + len(world.fake.calls_of("sendPhoto"))
+    ledger = SnapshotLedger(world.fake)
+
+    receipt = await world.deliverer.deliver(job, outputs, ledger)
+
+    assert receipt.message_id == first.message_id
+    assert len(world.fake.calls_of("sendVideo")) == 0  # the main result is never sent again
+    assert len(world.fake.calls_of("sendPhoto")) == uploads_before + 1  # only the extra
+    [(file, main, _)] = ledger.reports
+    assert not main and file.output_id == extra.id
+    sent = world.fake.message(world.chat.id, file.message_id)
+    assert sent.reply_to is not None and sent.reply_to.message_id == first.message_id
+    assert world.fake.message(world.chat.id, progress_id).deleted  # left by the dead process
 
 
 # -- library link ----------------------------------------------------------------------------------

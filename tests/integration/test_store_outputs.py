@@ -272,3 +272,27 @@ async def test_recent_images_of_character(db: Database) -> None:
         new_out1.id,
     }
     assert await outs.recent_images_of_character(db.pool, uuid.uuid4()) == []
+
+
+async def test_record_main_delivery_sets_the_job_and_the_output_at_once(
+    db: Database, world: None
+) -> None:
+    job = await _job(db)
+    output = await _save(db, job.id)
+    assert not await outs.record_main_delivery(
+        db.pool, job.id, output.id, message_id=5, file_id="f"
+    )  # still queued: nothing recorded
+    assert await _main_message(db, job.id) is None
+    await _deliver(db, job.id, finish=False)
+
+    assert await outs.record_main_delivery(db.pool, job.id, output.id, message_id=5, file_id="f")
+
+    assert await _main_message(db, job.id) == 5
+    [saved] = await outs.list_outputs(db.pool, job.id)
+    assert (saved.telegram_message_id, saved.telegram_file_id) == (5, "f")
+
+
+async def _main_message(db: Database, job_id: uuid.UUID) -> int | None:
+    job = await gens.get_generation(db.pool, job_id)
+    assert job is not None
+    return job.result_message_id
