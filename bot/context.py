@@ -31,7 +31,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 
 from bot.keyboards import NOOP, Action, Callback, decode
-from bot.texts import pick_language, t, t_plain
+from bot.texts import core_text, pick_language, t, t_plain
 from core.errors import AnimeBotError
 from core.logs import bind_context, get_logger
 from core.models import Chat as StoredChat
@@ -273,13 +273,15 @@ async def stale_button(update: Update) -> None:
 
 
 async def report_error(update: Update, error: AnimeBotError, lang: str | None = None) -> None:
-    """Show a core error's user message (toast for buttons, reply for messages) and log it."""
+    """Show a core error's user message in `lang` (toast for buttons, reply for messages) and
+    log it."""
     lang = lang or language_of(update)
     log.info("request refused", error=str(error), kind=type(error).__name__)
+    message = core_text(error.user_message, lang)
     if update.callback_query is not None:
-        await toast(update, error.user_message, alert=len(error.user_message) > 60)
+        await toast(update, message, alert=len(message) > 60)
     elif update.effective_message is not None:
-        await reply(update, t("common.failed", lang, message=error.user_message))
+        await reply(update, t("common.failed", lang, message=message))
 
 
 async def is_chat_admin(update: Update, context: Context) -> bool:
@@ -349,11 +351,12 @@ async def gate(update: Update, context: Context) -> None:
         await who(update, context)
     except AccessDenied as error:
         log.info("access denied", user_id=user.id, chat_id=chat.id, reason=str(error))
+        refusal = core_text(error.user_message, lang)
         if update.callback_query is not None:
-            await toast(update, error.user_message)
+            await toast(update, refusal)
         elif message is not None and (_is_command(message) or chat.type == ChatType.PRIVATE):
             with contextlib.suppress(TelegramError):
-                await reply(update, t("common.failed", lang, message=error.user_message))
+                await reply(update, t("common.failed", lang, message=refusal))
         raise ApplicationHandlerStop from None
     except Exception as error:  # the store is down, ...: report once, skip the handlers
         context.error = error

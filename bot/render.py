@@ -30,7 +30,7 @@ from uuid import UUID
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.keyboards import UUID_ARG, action, button, rows
-from bot.texts import t, t_plain
+from bot.texts import core_text, t, t_plain
 from core.events import JobEvent
 from core.models import JobKind, Operation
 
@@ -354,7 +354,8 @@ def progress_text(state: JobProgress, lang: str) -> str:
         if detail and state.phase is Phase.RUNNING:
             lines.append(detail)
     elif state.phase is Phase.FAILED and state.reason:
-        lines.append(t("scenes.reason", lang, reason=trim_text(state.reason, REASON_LIMIT)))
+        reason = core_text(state.reason, lang)  # core's stored reason, in English
+        lines.append(t("scenes.reason", lang, reason=trim_text(reason, REASON_LIMIT)))
     return "\n".join(lines)
 
 
