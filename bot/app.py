@@ -2,8 +2,9 @@
 
 `run_bot(settings, runtime, stop)` builds the PTB Application (Bot API base URLs from settings,
 HTTP timeouts, AIORateLimiter), registers every handler module, publishes the command list,
-starts the job engine with the Telegram deliverer and the live progress publisher, then serves
-updates by long polling, or by webhook when TELEGRAM_WEBHOOK_URL is set, until `stop` is set.
+starts the job engine with the Telegram deliverer, the live progress publisher and the sweeper of
+expired dialogs (bot/dialogs.py), then serves updates by long polling, or by webhook when
+TELEGRAM_WEBHOOK_URL is set, until `stop` is set.
 Handlers find `runtime` and `service` in `app.bot_data`.
 """
 
@@ -26,6 +27,7 @@ from telegram.ext import (
 )
 
 from bot import context as ctx
+from bot import dialogs
 from bot.delivery import TelegramDeliverer
 from bot.handlers import (
     ADMIN_COMMANDS,
@@ -102,11 +104,14 @@ def build_application(settings: Settings, runtime: Runtime, *, time_scale: float
 
 
 def register_handlers(app: App) -> None:
-    """The gate first (group -1), every feature module, then the fallback for stray buttons."""
-    app.add_handler(TypeHandler(Update, ctx.gate), group=-1)
+    """The gate first (group -2), the user's dialogs read from the database (group -1), every
+    feature module, the fallback for stray buttons, then the dialogs forgotten (group 1)."""
+    app.add_handler(TypeHandler(Update, ctx.gate), group=-2)
+    app.add_handler(TypeHandler(Update, dialogs.load), group=-1)
     for module in HANDLER_MODULES:
         module.register(app)
     app.add_handler(CallbackQueryHandler(ctx.any_button))  # last of group 0: nobody took it
+    app.add_handler(TypeHandler(Update, dialogs.forget), group=1)
     app.add_error_handler(ctx.on_error)
 
 
@@ -190,15 +195,13 @@ async def run_bot(
     `time_scale` (benchmarks against a time-scaled fake Bot API; 1 in production) divides every
     rate-limit period: the AIORateLimiter's and the progress editor's `PacingPolicy`."""
     app = build_application(settings, runtime, time_scale=time_scale)
-    swept = await asyncio.to_thread(characters.sweep_temp, settings.data_dir)
-    if swept:
-        log.info("removed unfinished reference photos", count=swept)
     async with app:  # initialize() ... shutdown()
         log.info("bot connected", username=app.bot.username)
         await publish_commands(app, settings)
         live_for(runtime, app.bot, policy=PacingPolicy().scaled(time_scale))  # before deliveries
         await runtime.start_engine(deliverer=TelegramDeliverer(app.bot, runtime))
         live = start_live(app, runtime)
+        sweeper = dialogs.Sweeper(app).start()  # expired dialogs and their timeout messages
         try:
             await app.start()
             try:
@@ -209,6 +212,7 @@ async def run_bot(
                     await app.updater.stop()
                 await app.stop()
         finally:
+            await sweeper.stop()
             await runtime.stop_engine()  # no delivery may run on a closed bot
             await live.stop()
     log.info("bot shut down")

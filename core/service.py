@@ -25,6 +25,7 @@ from core.db import outputs as out_db
 from core.db import people
 from core.db.pool import Database
 from core.db.tx import transaction
+from core.dialogs import Dialogs
 from core.errors import IllegalTransition, InvalidInput, LimitReached, NotFound
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import EventBus
@@ -161,6 +162,7 @@ class StudioService:
         )
         self.capacity = max(1, len(settings.comfyui_urls) * settings.comfyui_max_in_flight)
         self.music = MusicService(settings)
+        self.dialogs = Dialogs(self.db)  # unfinished dialogs of the bot, shared by its processes
 
     # -- people and access -------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 Creation: name -> appearance -> style (buttons) -> personality (text or /skip) -> reference photo
 (or /skip) -> confirm (buttons). Editing a field is a short conversation started from the
-card. Both live in one ConversationHandler keyed by (chat, user), so people in one group each
-have their own dialog; /cancel leaves at any step. In groups every question is asked as a
-selective ForceReply: the answer is a reply to the bot, which privacy mode lets through.
+card. Both are one dialog per (chat, user), so people in one group each have their own; /cancel
+leaves at any step, and after CONVERSATION_TIMEOUT_S without an answer the dialog ends with a
+message. The dialog (the draft, its reference photo) is stored in PostgreSQL
+(`core.dialogs.CharacterDialog`, driven by `bot.dialogs.StoredConversation`), so any bot process
+continues it. In groups every question is asked as a selective ForceReply: the answer is a reply
+to the bot, which privacy mode lets through.
 """
 
 from __future__ import annotations
@@ -12,10 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-import time
-import uuid
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,20 +26,17 @@ from telegram.ext import (
     Application,
     CallbackQueryHandler,
     CommandHandler,
-    ConversationHandler,
     MessageHandler,
-    TypeHandler,
     filters,
 )
-from telegram.warnings import PTBUserWarning
 
+from bot import dialogs
 from bot import keyboards as kb
 from bot.context import (
     Context,
     Who,
     ask_markup,
     edit,
-    language_of,
     pressed,
     reply,
     report_error,
@@ -49,11 +45,13 @@ from bot.context import (
     toast,
     who,
 )
-from bot.texts import t, t_plain
-from core.director import DEFAULT_STYLE, STYLE_PRESETS
+from bot.texts import core_text, t, t_plain
+from core.dialogs import CharacterDialog
+from core.dialogs import CharacterStep as Step
+from core.director import STYLE_PRESETS
 from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
-from core.media.images import normalize_reference
+from core.media.images import build_reference
 from core.media.sheet import SheetTile, character_sheet
 from core.models import Character
 from core.service import (
@@ -67,13 +65,13 @@ from core.service import (
 
 log = get_logger(__name__)
 
-NAME, APPEARANCE, STYLE, PERSONALITY, REFERENCE, CONFIRM, EDIT_TEXT, EDIT_PHOTO = range(8)
 PER_PAGE = 8
 MAX_PHOTO_BYTES = 20 * 1024 * 1024  # getFile's download limit
 CAPTION_APPEARANCE = 700  # a card's caption must stay under 1024 characters
 SHEET_TILES = 12
 TEXT_FIELDS = ("name", "appearance", "personality")
 CONVERSATION_TIMEOUT_S = 30 * 60
+TIMEOUT_NOTICE = "common.timeout"
 
 STYLES = tuple(STYLE_PRESETS)
 NEW_STYLE = kb.action("ncs", kb.word_arg(STYLES))
@@ -92,69 +90,23 @@ DELETE_YES = kb.action("chdy", kb.UUID_ARG)
 DELETE_NO = kb.action("chdn", kb.UUID_ARG)
 
 
-@dataclass
-class Draft:
-    name: str = ""
-    appearance: str = ""
-    style: str = DEFAULT_STYLE
-    personality: str = ""
-    reference: Path | None = None
+# -- the stored dialog ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Editing:
-    character_id: UUID
-    field: str
-    name: str
+def _draft(context: Context) -> CharacterDialog:
+    return dialogs.current(context).state
 
 
-# -- per-dialog storage ----------------------------------------------------------------------------
-
-
-def _key(update: Update, kind: str) -> str:
-    chat = update.effective_chat
-    return f"{kind}:{chat.id if chat else 0}"
-
-
-def _user_data(context: Context) -> dict[Any, Any]:
-    data = context.user_data
-    if data is None:
-        raise RuntimeError("no user data for this update")
-    return data
-
-
-def _draft(update: Update, context: Context) -> Draft:
-    draft = _user_data(context).get(_key(update, "draft"))
-    if not isinstance(draft, Draft):
-        raise InvalidInput("no draft", user_message="Start again with /newcharacter.")
-    return draft
-
-
-def _forget(update: Update, context: Context) -> None:
-    """Drop this chat's draft (and its temporary reference photo) and edit state."""
-    data = _user_data(context)
-    draft = data.pop(_key(update, "draft"), None)
-    data.pop(_key(update, "edit"), None)
-    if isinstance(draft, Draft) and draft.reference is not None:
-        draft.reference.unlink(missing_ok=True)
+async def _begin(update: Update, context: Context, state: CharacterDialog) -> None:
+    await dialogs.begin(
+        update, context, state, ttl_s=CONVERSATION_TIMEOUT_S, notice_key=TIMEOUT_NOTICE
+    )
 
 
 def _temp_dir(context: Context) -> Path:
     folder = runtime_of(context).settings.data_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def sweep_temp(data_dir: Path, *, older_than_s: float = CONVERSATION_TIMEOUT_S) -> int:
-    """Remove reference photos of dialogs that never finished (e.g. across a restart)."""
-    limit = time.time() - older_than_s
-    removed = 0
-    for path in (data_dir / "tmp").glob("ref-*.png"):
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime < limit:
-                path.unlink()
-                removed += 1
-    return removed
 
 
 # -- validation of typed answers (localized; core re-checks) ---------------------------------------
@@ -221,8 +173,9 @@ async def _check_long_text(
         return None
 
 
-async def _receive_reference(update: Update, context: Context, asker: Who) -> Path | None:
-    """Download and normalize the photo of this message; None after saying what to fix."""
+async def _receive_reference(update: Update, context: Context, asker: Who) -> bytes | None:
+    """Download and normalize the photo of this message (PNG bytes); None after saying what
+    to fix."""
     message = update.effective_message
     assert message is not None
     if message.photo:
@@ -252,18 +205,21 @@ async def _receive_reference(update: Update, context: Context, asker: Who) -> Pa
         log.info("reference download refused", error=error.message)
         await reply(update, too_big, markup=ask_markup(update))
         return None
-    dest = _temp_dir(context) / f"ref-{asker.user_id}-{uuid.uuid4().hex}.png"
     try:
-        stored = await normalize_reference(data, dest)
+        png, (width, height), _ = await asyncio.to_thread(build_reference, data)
     except InvalidInput as error:
         await reply(
             update,
-            t("chars.reference_retry", asker.lang, message=error.user_message),
+            t(
+                "chars.reference_retry",
+                asker.lang,
+                message=core_text(error.user_message, asker.lang),
+            ),
             markup=ask_markup(update),
         )
         return None
-    log.info("reference received", width=stored.width, height=stored.height)
-    return stored.path
+    log.info("reference received", width=width, height=height)
+    return png
 
 
 async def _existing(paths: list[Path]) -> list[Path]:
@@ -271,6 +227,9 @@ async def _existing(paths: list[Path]) -> list[Path]:
 
 
 # -- /newcharacter --------------------------------------------------------------------------------
+# The steps below run through `dialogs.StoredConversation`: `_draft` is the stored state read just
+# before the step, `dialogs.advance` stores the next one (before the next question is asked) and
+# `dialogs.finish` / `dialogs.end` end the dialog.
 
 
 def _style_keyboard(
@@ -280,33 +239,30 @@ def _style_keyboard(
     return kb.rows(buttons, 2)
 
 
-async def new_character(update: Update, context: Context) -> int:
+async def new_character(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    _forget(update, context)
-    _user_data(context)[_key(update, "draft")] = Draft()
+    await _begin(update, context, CharacterDialog(step=Step.NAME))
     await reply(update, t("chars.ask_name", asker.lang, max=NAME_MAX), markup=ask_markup(update))
-    return NAME
 
 
-async def got_name(update: Update, context: Context) -> int:
+async def got_name(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    draft = _draft(update, context)
+    draft = _draft(context)
     message = update.effective_message
     name = await _check_name(update, context, asker, message.text if message else None)
     if name is None:
-        return NAME
-    draft.name = name
+        return
+    await dialogs.advance(context, draft.model_copy(update={"name": name, "step": Step.APPEARANCE}))
     await reply(
         update,
         t("chars.ask_appearance", asker.lang, name=name, max=APPEARANCE_MAX),
         markup=ask_markup(update),
     )
-    return APPEARANCE
 
 
-async def got_appearance(update: Update, context: Context) -> int:
+async def got_appearance(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    draft = _draft(update, context)
+    draft = _draft(context)
     message = update.effective_message
     value = await _check_long_text(
         update,
@@ -318,8 +274,10 @@ async def got_appearance(update: Update, context: Context) -> int:
         name=draft.name,
     )
     if value is None:
-        return APPEARANCE
-    draft.appearance = value
+        return
+    await dialogs.advance(
+        context, draft.model_copy(update={"appearance": value, "step": Step.STYLE})
+    )
     keyboard = _style_keyboard(asker.user_id, NEW_STYLE)
     keyboard.append(
         [kb.button(t_plain("common.cancel", asker.lang), NEW_CANCEL.data(owner=asker.user_id))]
@@ -329,16 +287,15 @@ async def got_appearance(update: Update, context: Context) -> int:
         t("chars.ask_style", asker.lang, name=draft.name),
         markup=InlineKeyboardMarkup(keyboard),
     )
-    return STYLE
 
 
-async def got_style(update: Update, context: Context) -> int:
+async def got_style(update: Update, context: Context) -> None:
     callback = await pressed(update, NEW_STYLE)
     if callback is None:
-        return STYLE
+        return
     asker = await who(update, context)
-    draft = _draft(update, context)
-    draft.style = callback.word(0)
+    draft = _draft(context).model_copy(update={"style": callback.word(0), "step": Step.PERSONALITY})
+    await dialogs.advance(context, draft)
     await toast(update)
     assert update.callback_query is not None
     await edit(
@@ -348,18 +305,16 @@ async def got_style(update: Update, context: Context) -> int:
     await reply(
         update, t("chars.ask_personality", asker.lang, name=draft.name), markup=ask_markup(update)
     )
-    return PERSONALITY
 
 
-async def style_needs_button(update: Update, context: Context) -> int:
+async def style_needs_button(update: Update, context: Context) -> None:
     asker = await who(update, context)
     await reply(update, t("chars.style_use_buttons", asker.lang))
-    return STYLE
 
 
-async def got_personality(update: Update, context: Context) -> int:
+async def got_personality(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    draft = _draft(update, context)
+    draft = _draft(context)
     message = update.effective_message
     value = await _check_long_text(
         update,
@@ -371,43 +326,51 @@ async def got_personality(update: Update, context: Context) -> int:
         name=draft.name,
     )
     if value is None:
-        return PERSONALITY
-    draft.personality = value
-    return await _ask_reference(update, asker, draft)
+        return
+    await _ask_reference(update, context, asker, draft.model_copy(update={"personality": value}))
 
 
-async def skip_personality(update: Update, context: Context) -> int:
+async def skip_personality(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    draft = _draft(update, context)
-    draft.personality = ""
-    return await _ask_reference(update, asker, draft)
+    await _ask_reference(
+        update, context, asker, _draft(context).model_copy(update={"personality": ""})
+    )
 
 
-async def _ask_reference(update: Update, asker: Who, draft: Draft) -> int:
+async def _ask_reference(
+    update: Update, context: Context, asker: Who, draft: CharacterDialog
+) -> None:
+    await dialogs.advance(context, draft.model_copy(update={"step": Step.REFERENCE}))
     await reply(
         update, t("chars.ask_reference", asker.lang, name=draft.name), markup=ask_markup(update)
     )
-    return REFERENCE
 
 
-async def got_reference(update: Update, context: Context) -> int:
+async def got_reference(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    draft = _draft(update, context)
-    path = await _receive_reference(update, context, asker)
-    if path is None:
-        return REFERENCE
-    if draft.reference is not None:
-        draft.reference.unlink(missing_ok=True)
-    draft.reference = path
-    return await _ask_confirm(update, asker, draft)
+    png = await _receive_reference(update, context, asker)
+    if png is None:
+        return
+    draft = _draft(context).model_copy(update={"has_reference": True})
+    await _ask_confirm(update, context, asker, draft, attachment=png)
 
 
-async def skip_reference(update: Update, context: Context) -> int:
+async def skip_reference(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    return await _ask_confirm(update, asker, _draft(update, context))
+    await _ask_confirm(update, context, asker, _draft(context))
 
 
-async def _ask_confirm(update: Update, asker: Who, draft: Draft) -> int:
+async def _ask_confirm(
+    update: Update,
+    context: Context,
+    asker: Who,
+    draft: CharacterDialog,
+    *,
+    attachment: bytes | bool = False,
+) -> None:
+    await dialogs.advance(
+        context, draft.model_copy(update={"step": Step.CONFIRM}), attachment=attachment
+    )
     lang = asker.lang
     none = t_plain("chars.none_value", lang)
     text = t(
@@ -417,7 +380,7 @@ async def _ask_confirm(update: Update, asker: Who, draft: Draft) -> int:
         appearance=_shorten(draft.appearance, 1500),
         style=draft.style,
         personality=_shorten(draft.personality, 800) or none,
-        reference=t_plain("common.yes" if draft.reference else "common.no", lang),
+        reference=t_plain("common.yes" if draft.has_reference else "common.no", lang),
     )
     markup = kb.confirm(
         NEW_OK.data(owner=asker.user_id),
@@ -427,20 +390,19 @@ async def _ask_confirm(update: Update, asker: Who, draft: Draft) -> int:
         no_key="common.cancel",
     )
     await reply(update, text, markup=markup)
-    return CONFIRM
 
 
-async def confirm_needs_button(update: Update, context: Context) -> int:
+async def confirm_needs_button(update: Update, context: Context) -> None:
     asker = await who(update, context)
     await reply(update, t("chars.confirm_use_buttons", asker.lang))
-    return CONFIRM
 
 
-async def create(update: Update, context: Context) -> int:
+async def create(update: Update, context: Context) -> None:
     if await pressed(update, NEW_OK) is None:
-        return CONFIRM
+        return
     asker = await who(update, context)
-    draft = _draft(update, context)
+    taken = await dialogs.finish(context)  # a second tap (on any process) finds nothing
+    draft = taken.state
     query = update.callback_query
     assert query is not None
     try:
@@ -451,42 +413,31 @@ async def create(update: Update, context: Context) -> int:
                 appearance=draft.appearance,
                 personality=draft.personality,
                 style=draft.style,
-                reference=draft.reference,
+                reference=taken.attachment,
             ),
         )
     except AnimeBotError as error:
         await report_error(update, error, asker.lang)
-        _forget(update, context)
         with contextlib.suppress(TelegramError):
             await query.edit_message_reply_markup(None)
-        return ConversationHandler.END
-    _forget(update, context)
+        return
     await toast(update)
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(None)
     await reply(update, t("chars.created", asker.lang, name=character.name))
-    return ConversationHandler.END
 
 
-async def cancel(update: Update, context: Context) -> int:
+async def cancel(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    _forget(update, context)
+    await dialogs.end(update, context)
     query = update.callback_query
     if query is not None:
         if await pressed(update, NEW_CANCEL) is None:
-            return ConversationHandler.END
+            return
         await toast(update)
         await edit(query, t("common.cancelled", asker.lang))
     else:
         await reply(update, t("common.cancelled", asker.lang))
-    return ConversationHandler.END
-
-
-async def timed_out(update: Update, context: Context) -> None:
-    _forget(update, context)
-    if isinstance(update, Update) and update.effective_message is not None:
-        with contextlib.suppress(TelegramError):
-            await reply(update, t("common.timeout", language_of(update)))
 
 
 # -- /characters and the card ---------------------------------------------------------------------
@@ -687,17 +638,25 @@ async def set_style(update: Update, context: Context) -> None:
     await _restore_card(update, asker, character)
 
 
-async def edit_field(update: Update, context: Context) -> int:
+async def edit_field(update: Update, context: Context) -> None:
+    # A refused entry (not the owner, the character is gone) ends the user's dialog, as the
+    # ConversationHandler did.
     callback = await pressed(update, EDIT_FIELD)
     if callback is None:
-        return ConversationHandler.END
+        await dialogs.end(update, context)
+        return
     asker = await who(update, context)
     character = await _character(update, context, asker, callback.uuid(0))
     if character is None:
-        return ConversationHandler.END
-    _forget(update, context)
+        await dialogs.end(update, context)
+        return
     field = callback.word(1)
-    _user_data(context)[_key(update, "edit")] = Editing(character.id, field, character.name)
+    step = Step.EDIT_PHOTO if field == "reference" else Step.EDIT_TEXT
+    await _begin(
+        update,
+        context,
+        CharacterDialog(step=step, character_id=character.id, field=field, name=character.name),
+    )
     await toast(update)
     if field == "reference":
         await reply(
@@ -705,7 +664,7 @@ async def edit_field(update: Update, context: Context) -> int:
             t("chars.edit_ask_reference", asker.lang, name=character.name),
             markup=ask_markup(update),
         )
-        return EDIT_PHOTO
+        return
     current = getattr(character, field) or t_plain("chars.none_value", asker.lang)
     await reply(
         update,
@@ -718,19 +677,27 @@ async def edit_field(update: Update, context: Context) -> int:
         ),
         markup=ask_markup(update),
     )
-    return EDIT_TEXT
 
 
-def _editing(update: Update, context: Context) -> Editing:
-    editing = _user_data(context).get(_key(update, "edit"))
-    if not isinstance(editing, Editing):
-        raise InvalidInput("no edit in progress", user_message="Open the character again.")
-    return editing
+def _edited(context: Context, lang: str) -> UUID:
+    """The character whose field is being edited."""
+    character_id = _draft(context).character_id
+    if character_id is None:
+        message = t_plain("chars.open_again", lang)
+        raise InvalidInput("no edit in progress", user_message=message)
+    return character_id
 
 
-async def got_edit_text(update: Update, context: Context) -> int:
+async def _done_editing(context: Context) -> None:
+    """End the edit dialog, unless a new one began meanwhile (the edit is saved either way)."""
+    with contextlib.suppress(dialogs.DialogChanged):
+        await dialogs.finish(context)
+
+
+async def got_edit_text(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    editing = _editing(update, context)
+    editing = _draft(context)
+    character_id = _edited(context, asker.lang)
     message = update.effective_message
     text = message.text if message else None
     value: str | None
@@ -748,45 +715,41 @@ async def got_edit_text(update: Update, context: Context) -> int:
             name=editing.name,
         )
     if value is None:
-        return EDIT_TEXT
+        return
     try:
         character = await service_of(context).update_character(
-            asker.actor, editing.character_id, editing.field, value
+            asker.actor, character_id, editing.field, value
         )
     except AnimeBotError as error:
         await report_error(update, error, asker.lang)
-        return EDIT_TEXT
-    _forget(update, context)
+        return
+    await _done_editing(context)
     await reply(update, t("chars.edit_saved", asker.lang))
     await send_card(update, context, asker, character)
-    return ConversationHandler.END
 
 
-async def edit_needs_text(update: Update, context: Context) -> int:
+async def edit_needs_text(update: Update, context: Context) -> None:
     asker = await who(update, context)
     await reply(update, t("chars.edit_text_only", asker.lang), markup=ask_markup(update))
-    return EDIT_TEXT
 
 
-async def got_edit_photo(update: Update, context: Context) -> int:
+async def got_edit_photo(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    editing = _editing(update, context)
-    path = await _receive_reference(update, context, asker)
-    if path is None:
-        return EDIT_PHOTO
+    character_id = _edited(context, asker.lang)
+    png = await _receive_reference(update, context, asker)
+    if png is None:
+        return
     service = service_of(context)
     try:
-        await service.add_reference(asker.actor, editing.character_id, path)
-        character = await service.get_character(asker.actor, editing.character_id)
+        await service.add_reference(asker.actor, character_id, png)
+        character = await service.get_character(asker.actor, character_id)
     except AnimeBotError as error:
         await report_error(update, error, asker.lang)
-        return ConversationHandler.END
-    finally:
-        path.unlink(missing_ok=True)
-    _forget(update, context)
+        await _done_editing(context)
+        return
+    await _done_editing(context)
     await reply(update, t("chars.edit_saved", asker.lang))
     await send_card(update, context, asker, character)
-    return ConversationHandler.END
 
 
 # -- delete ---------------------------------------------------------------------------------------
@@ -890,64 +853,58 @@ async def sheet(update: Update, context: Context) -> None:
 # -- registration ---------------------------------------------------------------------------------
 
 
-def conversation() -> ConversationHandler[Any]:
+def conversation(cache: dialogs.DialogCache) -> dialogs.StoredConversation:
+    """The steps of the dialog; its entry points are registered before it (see `register`)."""
     text = filters.TEXT & ~filters.COMMAND
     other = ~filters.COMMAND & ~filters.TEXT
     photo = filters.PHOTO | filters.Document.IMAGE
-    with warnings.catch_warnings():
-        # per_message=False is intended: the dialog is keyed by (chat, user), and its buttons
-        # carry their owner, so tracking callbacks per message is not needed.
-        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
-        return ConversationHandler(
-            entry_points=[
-                CommandHandler("newcharacter", new_character),
-                CallbackQueryHandler(edit_field, pattern=EDIT_FIELD.pattern),
+    cache.want(commands=("cancel", "skip"), buttons=(NEW_STYLE, NEW_OK, NEW_CANCEL))
+    return dialogs.StoredConversation(
+        cache,
+        steps={
+            Step.NAME: [MessageHandler(text, got_name), MessageHandler(other, got_name)],
+            Step.APPEARANCE: [
+                MessageHandler(text, got_appearance),
+                MessageHandler(other, got_appearance),
             ],
-            states={
-                NAME: [MessageHandler(text, got_name), MessageHandler(other, got_name)],
-                APPEARANCE: [
-                    MessageHandler(text, got_appearance),
-                    MessageHandler(other, got_appearance),
-                ],
-                STYLE: [
-                    CallbackQueryHandler(got_style, pattern=NEW_STYLE.pattern),
-                    MessageHandler(~filters.COMMAND, style_needs_button),
-                ],
-                PERSONALITY: [
-                    MessageHandler(text, got_personality),
-                    CommandHandler("skip", skip_personality),
-                    MessageHandler(other, got_personality),
-                ],
-                REFERENCE: [
-                    MessageHandler(photo, got_reference),
-                    CommandHandler("skip", skip_reference),
-                    MessageHandler(~filters.COMMAND, got_reference),
-                ],
-                CONFIRM: [
-                    CallbackQueryHandler(create, pattern=NEW_OK.pattern),
-                    MessageHandler(~filters.COMMAND, confirm_needs_button),
-                ],
-                EDIT_TEXT: [
-                    MessageHandler(text, got_edit_text),
-                    MessageHandler(other, edit_needs_text),
-                ],
-                EDIT_PHOTO: [MessageHandler(~filters.COMMAND, got_edit_photo)],
-                ConversationHandler.TIMEOUT: [TypeHandler(Update, timed_out)],
-            },
-            fallbacks=[
-                CommandHandler("cancel", cancel, has_args=False),
-                CallbackQueryHandler(cancel, pattern=NEW_CANCEL.pattern),
+            Step.STYLE: [
+                CallbackQueryHandler(got_style, pattern=NEW_STYLE.pattern),
+                MessageHandler(~filters.COMMAND, style_needs_button),
             ],
-            allow_reentry=True,
-            per_chat=True,
-            per_user=True,
-            conversation_timeout=CONVERSATION_TIMEOUT_S,
-            name="characters",
-        )
+            Step.PERSONALITY: [
+                MessageHandler(text, got_personality),
+                CommandHandler("skip", skip_personality),
+                MessageHandler(other, got_personality),
+            ],
+            Step.REFERENCE: [
+                MessageHandler(photo, got_reference),
+                CommandHandler("skip", skip_reference),
+                MessageHandler(~filters.COMMAND, got_reference),
+            ],
+            Step.CONFIRM: [
+                CallbackQueryHandler(create, pattern=NEW_OK.pattern),
+                MessageHandler(~filters.COMMAND, confirm_needs_button),
+            ],
+            Step.EDIT_TEXT: [
+                MessageHandler(text, got_edit_text),
+                MessageHandler(other, edit_needs_text),
+            ],
+            Step.EDIT_PHOTO: [MessageHandler(~filters.COMMAND, got_edit_photo)],
+        },
+        fallbacks=[
+            CommandHandler("cancel", cancel, has_args=False),
+            CallbackQueryHandler(cancel, pattern=NEW_CANCEL.pattern),
+        ],
+        ttl_s=CONVERSATION_TIMEOUT_S,
+        notice_key=TIMEOUT_NOTICE,
+    )
 
 
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    app.add_handler(conversation())
+    # The entry points come first (they restart a dialog at any step), then the steps.
+    app.add_handler(CommandHandler("newcharacter", new_character))
+    app.add_handler(CallbackQueryHandler(edit_field, pattern=EDIT_FIELD.pattern))
+    app.add_handler(conversation(dialogs.cache_of(app)))
     app.add_handler(CommandHandler("characters", list_characters))
     for action, callback in (
         (LIST, list_page),

@@ -16,24 +16,24 @@
   video with it directly (through the character picker when needed); with `/image` the user
   is told that music is only for videos.
 
-The state (`PendingMusic`, in bot_data like the scenes' pickers) is in memory: after a restart
-the buttons answer that the choice has expired.
+The state is stored in PostgreSQL (`core.dialogs`: `MusicDraft` keyed by the chooser message,
+`AudioWait` keyed by chat and user), so any bot process continues it, also after a restart; a
+chooser expires after DRAFT_TTL_S (its buttons then say so), a wait after WAIT_TTL_S.
 """
 
 from __future__ import annotations
 
 import mimetypes
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from telegram import Audio, Document, InlineKeyboardMarkup, Message, Update, Voice
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
 
+from bot import dialogs
 from bot import keyboards as kb
 from bot.context import (
     Context,
@@ -51,11 +51,12 @@ from bot.handlers.scenes import (
     SCENE_PREVIEW,
     command_text,
     enqueue,
-    pending_of,
     start_scene,
+    take_wait,
 )
 from bot.render import isolate, trim_text
 from bot.texts import t, t_plain
+from core.dialogs import AudioWait, Dialog, MusicDraft, SceneOrder
 from core.errors import InvalidInput, MusicError
 from core.logs import get_logger
 from core.models import JobKind
@@ -63,12 +64,10 @@ from core.music.service import SoundtrackChoice
 
 log = get_logger(__name__)
 
-PENDING_KEY = "music.pending"
 RESULTS_SHOWN = 6
 DOWNLOAD_MAX_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
 DRAFT_TTL_S = 60 * 60.0
 WAIT_TTL_S = 15 * 60.0
-MAX_DRAFTS = 2000
 TITLE_LABEL = 40
 ARTIST_LABEL = 28
 QUERY_SHOWN = 100
@@ -92,99 +91,40 @@ _AUDIO = filters.AUDIO | filters.VOICE | filters.Document.ALL
 _SCENE_CAPTION = filters.CaptionRegex(r"(?i)^/(video|image)(@\w+)?(\s|$)")
 
 
-@dataclass(frozen=True)
-class SceneOrder:
-    """A video scene whose options and characters are settled, waiting for its music."""
-
-    user_id: int
-    text: str
-    request_message_id: int | None
-    character_ids: list[UUID]
-
-
-@dataclass
-class MusicDraft:
-    order: SceneOrder
-    choices: list[SoundtrackChoice]
-    at: float
-
-
-@dataclass(frozen=True)
-class AudioWait:
-    """The user was asked for their own audio in the chooser message `draft_key`."""
-
-    draft_key: tuple[int, int]
-    at: float
-
-
-class PendingMusic:
-    """Open music choices (keyed by the chooser message) and users asked for their audio
-    (keyed by chat and user)."""
-
-    def __init__(self) -> None:
-        self.drafts: OrderedDict[tuple[int, int], MusicDraft] = OrderedDict()
-        self.waits: OrderedDict[tuple[int, int], AudioWait] = OrderedDict()
-
-    def add(self, key: tuple[int, int], draft: MusicDraft) -> None:
-        self.drafts[key] = draft
-        while len(self.drafts) > MAX_DRAFTS:
-            self.drafts.popitem(last=False)
-
-    def draft(self, key: tuple[int, int]) -> MusicDraft | None:
-        draft = self.drafts.get(key)
-        if draft is not None and time.monotonic() - draft.at > DRAFT_TTL_S:
-            self.take(key)
-            return None
-        return draft
-
-    def take(self, key: tuple[int, int]) -> MusicDraft | None:
-        """Remove a draft (and the wait for audio that belongs to it)."""
-        draft = self.drafts.pop(key, None)
-        if draft is not None:
-            self.waits.pop((key[0], draft.order.user_id), None)
-        return draft
-
-    def wait(self, key: tuple[int, int], user_id: int) -> None:
-        self.waits[(key[0], user_id)] = AudioWait(key, time.monotonic())
-        self.waits.move_to_end((key[0], user_id))
-        while len(self.waits) > MAX_DRAFTS:
-            self.waits.popitem(last=False)
-
-    def waiting_for(self, message: Message) -> tuple[tuple[int, int], MusicDraft] | None:
-        """The chooser `message` answers with audio: any message of the user in a private
-        chat, a reply to the question in a group."""
-        user = message.from_user
-        if user is None:
-            return None
-        wait = self.waits.get((message.chat_id, user.id))
-        if wait is None:
-            return None
-        draft = self.draft(wait.draft_key)
-        if draft is None or time.monotonic() - wait.at > WAIT_TTL_S:
-            self.waits.pop((message.chat_id, user.id), None)
-            return None
-        if message.chat.type == "private":
-            return wait.draft_key, draft
-        replied = message.reply_to_message
-        if replied is not None and replied.message_id == wait.draft_key[1]:
-            return wait.draft_key, draft
+def awaited(cache: dialogs.DialogCache, update: Update) -> Dialog[AudioWait] | None:
+    """The wait for audio this message answers: any message of the user in a private chat, a
+    reply to the question (the chooser message) in a group."""
+    message = update.message
+    wait = cache.of(update).audio_wait
+    if message is None or wait is None:
         return None
+    if message.chat.type == "private":
+        return wait
+    replied = message.reply_to_message
+    if replied is not None and replied.message_id == wait.state.chooser_message_id:
+        return wait
+    return None
 
 
-class _AwaitedAudio(filters.MessageFilter):
+class _AwaitedAudio(filters.UpdateFilter):
     """Media answering "send me your audio"."""
 
-    def __init__(self, pending: PendingMusic) -> None:
+    def __init__(self, cache: dialogs.DialogCache) -> None:
         super().__init__(name="awaited_audio")
-        self.pending = pending
+        self.cache = cache
 
-    def filter(self, message: Message) -> bool:
-        return self.pending.waiting_for(message) is not None
+    def filter(self, update: Update) -> bool:
+        return awaited(self.cache, update) is not None
 
 
-def music_of(context: Context) -> PendingMusic:
-    pending: PendingMusic = context.bot_data[PENDING_KEY]
-    return pending
+async def _take(context: Context, chat_id: int, message_id: int) -> MusicDraft | None:
+    """End the chooser (and its owner's wait for audio); None when another update did."""
+    dialog_store = service_of(context).dialogs
+    taken = await dialog_store.take(MusicDraft, chat_id, message_id)
+    if taken is None:
+        return None
+    await dialog_store.discard(AudioWait, chat_id, taken.user_id)
+    return taken.state
 
 
 # -- the chooser ---------------------------------------------------------------------------------
@@ -260,8 +200,12 @@ async def ask_soundtrack(
             log.info("picker not reusable for the music chooser", error=error.message)
     if message is None:
         message = await reply(update, text, markup=markup, quote=True)
-    music_of(context).add(
-        (message.chat_id, message.message_id), MusicDraft(order, choices, time.monotonic())
+    await service_of(context).dialogs.start(
+        message.chat_id,
+        message.message_id,
+        order.user_id,
+        MusicDraft(order=order, choices=choices),
+        ttl_s=DRAFT_TTL_S,
     )
     await toast(update, "")
     log.info(
@@ -275,8 +219,8 @@ async def ask_soundtrack(
 
 async def _draft(
     update: Update, context: Context, expected: kb.Action
-) -> tuple[kb.Callback, tuple[int, int], MusicDraft, Message] | None:
-    """The draft under the pressed button, after the owner check (else answered)."""
+) -> tuple[kb.Callback, Dialog[MusicDraft], Message] | None:
+    """The chooser under the pressed button, after the owner check (else answered)."""
     callback = await pressed(update, expected)
     if callback is None:
         return None
@@ -286,14 +230,13 @@ async def _draft(
     if not isinstance(message, Message):
         await stale_button(update)
         return None
-    key = (message.chat_id, message.message_id)
-    draft = music_of(context).draft(key)
-    if draft is None or draft.order.user_id != callback.owner:
+    chooser = await service_of(context).dialogs.get(MusicDraft, message.chat_id, message.message_id)
+    if chooser is None or chooser.user_id != callback.owner:
         asker = await who(update, context)
         log.info("music choice expired", message_id=message.message_id)
         await toast(update, t_plain("music.expired", asker.lang))
         return None
-    return callback, key, draft, message
+    return callback, chooser, message
 
 
 async def _queue(
@@ -324,12 +267,13 @@ async def pick_button(update: Update, context: Context) -> None:
     found = await _draft(update, context, PICK)
     if found is None:
         return
-    callback, key, draft, message = found
+    callback, chooser, message = found
     index = callback.int(0)
-    if index >= len(draft.choices):
+    if index >= len(chooser.state.choices):
         await stale_button(update)
         return
-    if music_of(context).take(key) is None:  # pressed twice at once
+    draft = await _take(context, chooser.chat_id, chooser.key)
+    if draft is None:  # pressed twice at once (maybe on two processes)
         return
     choice = draft.choices[index]
     log.info("soundtrack picked", source=choice.source, user_id=draft.order.user_id)
@@ -340,8 +284,9 @@ async def no_music_button(update: Update, context: Context) -> None:
     found = await _draft(update, context, NO_MUSIC)
     if found is None:
         return
-    _callback, key, draft, message = found
-    if music_of(context).take(key) is None:
+    _callback, chooser, message = found
+    draft = await _take(context, chooser.chat_id, chooser.key)
+    if draft is None:
         return
     await _queue(update, context, draft, message, None)
 
@@ -350,8 +295,8 @@ async def stop_button(update: Update, context: Context) -> None:
     found = await _draft(update, context, STOP)
     if found is None:
         return
-    _callback, key, _, _ = found
-    music_of(context).take(key)
+    _callback, chooser, _ = found
+    await _take(context, chooser.chat_id, chooser.key)
     asker = await who(update, context)
     await toast(update, "")
     query = update.callback_query
@@ -364,11 +309,18 @@ async def own_button(update: Update, context: Context) -> None:
     found = await _draft(update, context, OWN)
     if found is None:
         return
-    _callback, key, draft, message = found
+    _callback, chooser, message = found
     asker = await who(update, context)
-    music_of(context).wait(key, asker.user_id)
+    left_s = (chooser.expires_at - datetime.now(UTC)).total_seconds()
+    await service_of(context).dialogs.start(
+        chooser.chat_id,
+        asker.user_id,
+        asker.user_id,
+        AudioWait(chooser_message_id=chooser.key),
+        ttl_s=max(0.0, min(WAIT_TTL_S, left_s)),  # not past the chooser itself
+    )
     question = "music.ask_audio_group" if asker.in_group else "music.ask_audio"
-    scene = isolate(trim_text(draft.order.text, SCENE_PREVIEW))
+    scene = isolate(trim_text(chooser.state.order.text, SCENE_PREVIEW))
     text = t(question, asker.lang, max=DOWNLOAD_MAX_BYTES // (1024 * 1024), scene=scene)
     await toast(update, "")
     query = update.callback_query
@@ -441,23 +393,22 @@ async def got_audio(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    pending = music_of(context)
-    found = pending.waiting_for(message)
-    if found is None:
+    wait = awaited(dialogs.cache_of(context.application), update)
+    if wait is None:
         return
-    key, _ = found
     asker = await who(update, context)
     choice = await receive_audio(update, context, asker)
     if choice is None:
         return  # still waiting: the user may send another file
-    draft = pending.take(key)
+    chooser_id = wait.state.chooser_message_id
+    draft = await _take(context, wait.chat_id, chooser_id)
     if draft is None:  # answered by a button meanwhile
         return
     try:
         await context.bot.edit_message_text(
             t("music.got_audio", asker.lang, title=trim_text(choice.title, 80)),
-            chat_id=key[0],
-            message_id=key[1],
+            chat_id=wait.chat_id,
+            message_id=chooser_id,
             parse_mode=ParseMode.HTML,
         )
     except TelegramError as error:
@@ -497,7 +448,7 @@ async def scene_with_audio(update: Update, context: Context) -> None:
     choice = await receive_audio(update, context, asker)
     if choice is None:
         return
-    wait = pending_of(context).take_wait(message)  # answering a character card's question
+    wait = await take_wait(update, context)  # answering a character card's question
     await start_scene(
         update,
         context,
@@ -510,10 +461,9 @@ async def scene_with_audio(update: Update, context: Context) -> None:
 
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Called by bot.handlers.scenes.register (this module extends the scene flow)."""
-    pending = PendingMusic()
-    app.bot_data[PENDING_KEY] = pending
+    cache = dialogs.cache_of(app)
     app.add_handler(MessageHandler(_AUDIO & _SCENE_CAPTION, scene_with_audio))
-    app.add_handler(MessageHandler(_MEDIA & _AwaitedAudio(pending), got_audio))
+    app.add_handler(MessageHandler(_MEDIA & _AwaitedAudio(cache), got_audio))
     app.add_handler(CallbackQueryHandler(pick_button, pattern=PICK.pattern))
     app.add_handler(CallbackQueryHandler(own_button, pattern=OWN.pattern))
     app.add_handler(CallbackQueryHandler(no_music_button, pattern=NO_MUSIC.pattern))

@@ -13,14 +13,15 @@
   music chooser once the characters are known (`queue_scene`); `--music` on /image is refused
   with a clear message; a video may carry its soundtrack through the picker (`PickerDraft`).
 
+Pickers (keyed by the picker message) and "what happens in the scene?" waits (keyed by chat
+and user) are stored in PostgreSQL (`core.dialogs`), so any bot process continues them; a
+picker expires after PICKER_TTL_S, a wait after WAIT_TTL_S.
+
 Every job gets one progress message (`bot.live.LiveProgress.post`).
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +36,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot import dialogs
 from bot import keyboards as kb
 from bot.context import (
     Context,
@@ -58,7 +60,8 @@ from bot.render import (
     picker_markup,
     trim_text,
 )
-from bot.texts import t, t_plain
+from bot.texts import core_text, t, t_plain
+from core.dialogs import Dialog, PickerDraft, SceneOrder, SceneWait
 from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
 from core.models import JobKind
@@ -66,92 +69,47 @@ from core.music.service import SoundtrackChoice
 
 log = get_logger(__name__)
 
-PENDING_KEY = "scenes.pending"
 PICKER_LIMIT = 96  # characters shown in the picker (Telegram allows 100 buttons)
-MAX_DRAFTS = 2000
+PICKER_TTL_S = 24 * 60 * 60.0
 WAIT_TTL_S = 15 * 60.0
 SCENE_PREVIEW = 300
+REDRAW_ATTEMPTS = 3
 
 
-@dataclass
-class PickerDraft:
-    """A scene waiting for its characters (keyed by the picker message)."""
-
-    user_id: int
-    kind: JobKind
-    text: str
-    request_message_id: int | None
-    characters: list[tuple[UUID, str]]
-    selected: set[UUID] = field(default_factory=set)
-    soundtrack: SoundtrackChoice | None = None  # an audio the user sent with the command
-
-
-@dataclass
-class SceneWait:
-    """A user asked to make a scene with a character: the next text is the scene."""
-
-    character_id: UUID
-    prompt_message_id: int
-    at: float
-
-
-class PendingScenes:
-    """In-memory state of unfinished scene requests (lost on restart: buttons then say so)."""
-
-    def __init__(self) -> None:
-        self.pickers: OrderedDict[tuple[int, int], PickerDraft] = OrderedDict()
-        self.waiting: OrderedDict[tuple[int, int], SceneWait] = OrderedDict()
-
-    def add_picker(self, chat_id: int, message_id: int, draft: PickerDraft) -> None:
-        self.pickers[(chat_id, message_id)] = draft
-        while len(self.pickers) > MAX_DRAFTS:
-            self.pickers.popitem(last=False)
-
-    def wait(self, chat_id: int, user_id: int, wait: SceneWait) -> None:
-        self.waiting[(chat_id, user_id)] = wait
-        self.waiting.move_to_end((chat_id, user_id))
-        while len(self.waiting) > MAX_DRAFTS:
-            self.waiting.popitem(last=False)
-
-    def waiting_for(self, message: Message) -> SceneWait | None:
-        """The wait `message` answers: any message in a private chat, a reply in a group."""
-        user = message.from_user
-        if user is None:
-            return None
-        wait = self.waiting.get((message.chat_id, user.id))
-        if wait is None:
-            return None
-        if time.monotonic() - wait.at > WAIT_TTL_S:
-            self.waiting.pop((message.chat_id, user.id), None)
-            return None
-        if message.chat.type == "private":
-            return wait
-        replied = message.reply_to_message
-        if replied is not None and replied.message_id == wait.prompt_message_id:
-            return wait
+def waiting_for(cache: dialogs.DialogCache, update: Update) -> Dialog[SceneWait] | None:
+    """The wait this message answers: any message in a private chat, a reply in a group."""
+    message = update.message
+    wait = cache.of(update).scene_wait
+    if message is None or wait is None:
         return None
-
-    def take_wait(self, message: Message) -> SceneWait | None:
-        wait = self.waiting_for(message)
-        if wait is not None and message.from_user is not None:
-            self.waiting.pop((message.chat_id, message.from_user.id), None)
+    if message.chat.type == "private":
         return wait
+    replied = message.reply_to_message
+    if replied is not None and replied.message_id == wait.state.prompt_message_id:
+        return wait
+    return None
 
 
-class _AnswersSceneQuestion(filters.MessageFilter):
-    """Text messages that answer a "what happens in the scene?" question."""
+async def take_wait(update: Update, context: Context) -> SceneWait | None:
+    """End the wait this message answers and return it (None when another update took it)."""
+    wait = waiting_for(dialogs.cache_of(context.application), update)
+    if wait is None:
+        return None
+    taken = await service_of(context).dialogs.take(
+        SceneWait, wait.chat_id, wait.key, version=wait.version
+    )
+    return None if taken is None else taken.state
 
-    def __init__(self, pending: PendingScenes) -> None:
+
+class _AnswersSceneQuestion(filters.UpdateFilter):
+    """Messages that answer a "what happens in the scene?" question."""
+
+    def __init__(self, cache: dialogs.DialogCache) -> None:
         super().__init__(name="answers_scene_question")
-        self.pending = pending
+        self.cache = cache
 
-    def filter(self, message: Message) -> bool:
-        return self.pending.waiting_for(message) is not None
-
-
-def pending_of(context: Context) -> PendingScenes:
-    pending: PendingScenes = context.bot_data[PENDING_KEY]
-    return pending
+    def filter(self, update: Update) -> bool:
+        return waiting_for(self.cache, update) is not None
 
 
 def command_text(message: Message) -> str:
@@ -239,12 +197,15 @@ async def ask_characters(
         markup=picker_markup(characters, set(), asker.user_id, asker.lang),
         quote=True,
     )
-    pending_of(context).add_picker(
-        picker.chat_id,
-        picker.message_id,
-        PickerDraft(
-            asker.user_id, kind, text, message.message_id, characters, soundtrack=soundtrack
-        ),
+    draft = PickerDraft(
+        job_kind=kind,
+        text=text,
+        request_message_id=message.message_id,
+        characters=characters,
+        soundtrack=soundtrack,
+    )
+    await service_of(context).dialogs.start(
+        picker.chat_id, picker.message_id, asker.user_id, draft, ttl_s=PICKER_TTL_S
     )
     log.info("asked for the characters of a scene", user_id=asker.user_id, kind=kind.value)
 
@@ -276,7 +237,12 @@ async def queue_scene(
                 update,
                 context,
                 asker,
-                music.SceneOrder(asker.user_id, text, request_message_id, character_ids),
+                SceneOrder(
+                    user_id=asker.user_id,
+                    text=text,
+                    request_message_id=request_message_id,
+                    character_ids=character_ids,
+                ),
                 query,
                 reuse_message=reuse_message,
             )
@@ -321,10 +287,11 @@ async def enqueue(
         log.info("scene refused", reason=str(error), user_id=asker.user_id)
         if reuse_message is not None:
             await _close_picker(
-                reuse_message, t("common.failed", asker.lang, message=error.user_message)
+                reuse_message,
+                t("common.failed", asker.lang, message=core_text(error.user_message, asker.lang)),
             )
             if update.callback_query is not None:
-                await toast(update, error.user_message)
+                await toast(update, core_text(error.user_message, asker.lang))
             return False
         await report_error(update, error, asker.lang)
         return False
@@ -368,7 +335,7 @@ async def _scene_command(update: Update, context: Context, kind: JobKind) -> Non
     message = update.effective_message
     if message is None:
         return
-    wait = pending_of(context).take_wait(message)
+    wait = await take_wait(update, context)
     preselected = [wait.character_id] if wait is not None else None
     await start_scene(update, context, kind, command_text(message), preselected=preselected)
 
@@ -407,7 +374,7 @@ async def scene_answer(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    wait = pending_of(context).take_wait(message)
+    wait = await take_wait(update, context)
     if wait is None:
         return
     await start_scene(
@@ -422,8 +389,10 @@ async def scene_answer(update: Update, context: Context) -> None:
 # -- buttons ---------------------------------------------------------------------------------------
 
 
-async def _picker(update: Update, context: Context) -> tuple[kb.Callback, PickerDraft] | None:
-    """The picker draft under the pressed button, after the owner check (else answered)."""
+async def _picker(
+    update: Update, context: Context
+) -> tuple[kb.Callback, Dialog[PickerDraft]] | None:
+    """The picker under the pressed button, after the owner check (else answered)."""
     query = update.callback_query
     callback = kb.decode(query.data if query else None)
     if query is None or callback is None or not isinstance(query.message, Message):
@@ -431,54 +400,83 @@ async def _picker(update: Update, context: Context) -> tuple[kb.Callback, Picker
         return None
     if not await check_owner(update, callback):
         return None
-    key = (query.message.chat_id, query.message.message_id)
-    draft = pending_of(context).pickers.get(key)
-    if draft is None or draft.user_id != callback.owner:
-        asker = await who(update, context)
-        log.info("picker expired", message_id=query.message.message_id)
-        await toast(update, t_plain("scenes.pick_expired", asker.lang))
+    message = query.message
+    picker = await service_of(context).dialogs.get(PickerDraft, message.chat_id, message.message_id)
+    if picker is None or picker.user_id != callback.owner:
+        await _expired(update, context)
         return None
-    return callback, draft
+    return callback, picker
+
+
+async def _expired(update: Update, context: Context) -> None:
+    asker = await who(update, context)
+    query = update.callback_query
+    message_id = query.message.message_id if query and query.message else None
+    log.info("picker expired", message_id=message_id)
+    await toast(update, t_plain("scenes.pick_expired", asker.lang))
 
 
 async def pick_toggle(update: Update, context: Context) -> None:
     found = await _picker(update, context)
     if found is None:
         return
-    callback, draft = found
-    asker = await who(update, context)
+    callback, picker = found
     character_id = callback.uuid(0)
-    if character_id not in {cid for cid, _ in draft.characters}:
+    if character_id not in {cid for cid, _ in picker.state.characters}:
         await stale_button(update)
         return
-    draft.selected ^= {character_id}
+    toggled = await service_of(context).dialogs.update(
+        PickerDraft,
+        picker.chat_id,
+        picker.key,
+        lambda draft: draft.model_copy(update={"selected": draft.selected ^ {character_id}}),
+    )
+    if toggled is None:
+        await _expired(update, context)
+        return
+    await toast(update, "")
+    await _redraw(update, context, toggled)
+
+
+async def _redraw(update: Update, context: Context, shown: Dialog[PickerDraft]) -> None:
+    """Show the picker's selection. A concurrent toggle (maybe on another process) may store a
+    newer one while this edit is on its way: then draw again, so the last edit shows it."""
+    asker = await who(update, context)
     query = update.callback_query
     assert query is not None
-    await toast(update, "")
-    try:
-        await query.edit_message_reply_markup(
-            picker_markup(draft.characters, draft.selected, asker.user_id, asker.lang)
-        )
-    except BadRequest as error:
-        if "not modified" not in error.message.lower():
-            raise
+    for _ in range(REDRAW_ATTEMPTS):
+        draft = shown.state
+        markup = picker_markup(draft.characters, set(draft.selected), asker.user_id, asker.lang)
+        try:
+            await query.edit_message_reply_markup(markup)
+        except BadRequest as error:
+            if "not modified" not in error.message.lower():
+                raise
+        latest = await service_of(context).dialogs.get(PickerDraft, shown.chat_id, shown.key)
+        if latest is None or latest.version == shown.version:
+            return
+        shown = latest
 
 
 async def pick_done(update: Update, context: Context) -> None:
     found = await _picker(update, context)
     if found is None:
         return
-    _callback, draft = found
+    _callback, picker = found
     asker = await who(update, context)
     query = update.callback_query
     assert query is not None and isinstance(query.message, Message)
-    pending_of(context).pickers.pop((query.message.chat_id, query.message.message_id), None)
+    taken = await service_of(context).dialogs.take(PickerDraft, picker.chat_id, picker.key)
+    if taken is None:  # done or cancelled meanwhile (a double tap, maybe on another process)
+        await _expired(update, context)
+        return
+    draft = taken.state
     order = [cid for cid, _ in draft.characters if cid in draft.selected]
     started = await queue_scene(
         update,
         context,
         asker,
-        draft.kind,
+        draft.job_kind,
         draft.text,
         order,
         request_message_id=draft.request_message_id,
@@ -493,10 +491,11 @@ async def pick_stop(update: Update, context: Context) -> None:
     found = await _picker(update, context)
     if found is None:
         return
+    _callback, picker = found
     asker = await who(update, context)
     query = update.callback_query
     assert query is not None and isinstance(query.message, Message)
-    pending_of(context).pickers.pop((query.message.chat_id, query.message.message_id), None)
+    await service_of(context).dialogs.take(PickerDraft, picker.chat_id, picker.key)
     await toast(update, "")
     await _close_picker(query.message, t("scenes.pick_cancelled", asker.lang))
 
@@ -522,10 +521,12 @@ async def scene_button(update: Update, context: Context) -> None:
         t("scenes.ask_scene", asker.lang, name=isolate(character.name)),
         markup=ask_markup(update, t_plain("scenes.ask_placeholder", asker.lang)),
     )
-    pending_of(context).wait(
+    await service_of(context).dialogs.start(
         asker.chat_id,
         asker.user_id,
-        SceneWait(character.id, question.message_id, time.monotonic()),
+        asker.user_id,
+        SceneWait(character_id=character.id, prompt_message_id=question.message_id),
+        ttl_s=WAIT_TTL_S,
     )
     log.info("asked for a scene", character_id=str(character.id), user_id=asker.user_id)
 
@@ -533,8 +534,8 @@ async def scene_button(update: Update, context: Context) -> None:
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     from bot.handlers import music  # it extends this flow (and imports this module)
 
-    pending = PendingScenes()
-    app.bot_data[PENDING_KEY] = pending
+    cache = dialogs.cache_of(app)
+    cache.want(commands=("image", "video"))  # they take a pending "what happens?" wait
     app.add_handler(CommandHandler("image", image_command))
     app.add_handler(CommandHandler("video", video_command))
     app.add_handler(CommandHandler("animate", animate_command))
@@ -543,8 +544,6 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CallbackQueryHandler(pick_stop, pattern=PICK_STOP.pattern))
     app.add_handler(CallbackQueryHandler(scene_button, pattern=kb.SCENE.pattern))
     app.add_handler(
-        MessageHandler(
-            filters.TEXT & ~filters.COMMAND & _AnswersSceneQuestion(pending), scene_answer
-        )
+        MessageHandler(filters.TEXT & ~filters.COMMAND & _AnswersSceneQuestion(cache), scene_answer)
     )
     music.register(app)

@@ -143,6 +143,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Выберите стиль для <b>{name}</b>:",
     },
     "chars.edit_saved": {"en": "Saved.", "ru": "Сохранено."},
+    "chars.open_again": {
+        "en": "Open the character again.",
+        "ru": "Откройте персонажа ещё раз.",
+    },
     "chars.edit_text_only": {
         "en": "Please send the new value as text, or /cancel.",
         "ru": "Пришлите новое значение текстом или /cancel.",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 from PIL import Image
 
-from bot.handlers.characters import sweep_temp
 from bot.keyboards import SCENE, decode
 from core.service import Actor, CharacterDraft
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
@@ -253,15 +250,3 @@ async def test_reference_photo_card_and_sheet(bot_harness: BotHarness) -> None:
         Sent(chat, alice, card.message_id, True), contains="character sheet"
     )
     assert sheet.media_kind == "photo" and "1 pictures" in (sheet.caption or "")
-
-
-def test_sweep_removes_only_old_unfinished_reference_photos(tmp_path: Path) -> None:
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    old, fresh, other = folder / "ref-1-a.png", folder / "ref-2-b.png", folder / "keep.png"
-    for path in (old, fresh, other):
-        path.write_bytes(b"x")
-    os.utime(old, (0, 0))
-    os.utime(other, (0, 0))
-    assert sweep_temp(tmp_path) == 1
-    assert not old.exists() and fresh.exists() and other.exists()

@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "outputs",
     "workers",
     "backends",
+    "dialogs",
     "schema_migrations",
 }
 

@@ -1,0 +1,325 @@
+"""Dialog state for the handlers, kept in PostgreSQL (`core.dialogs`): consecutive updates of one
+dialog may be handled by different bot processes, and a restart loses nothing.
+
+- `load` runs before the handlers (group -1, after the gate). For an update that can be part of
+  a per-user dialog it reads that user's dialogs in that chat with one query and caches them for
+  this update only, so that synchronous filters and `check_update`s see them
+  (`DialogCache.of(update)`); `forget` (the last group) drops the entry. Plain messages are
+  always loaded for; commands and buttons only when a handler module declared that it needs
+  them (`DialogCache.want`). Writes go to PostgreSQL at once; nothing is kept in memory.
+- `StoredConversation` stands in for PTB's ConversationHandler (per chat and user): the step
+  comes from the stored `CharacterDialog`. Before a step runs, the dialog is read again and its
+  expiry pushed (and the update kept as its timeout notice); a step that loses the
+  compare-and-set to a concurrent update (`DialogChanged`) runs again on the new state.
+- `Sweeper` (every bot process) deletes expired dialogs every SWEEP_INTERVAL_S and answers the
+  notice of each (e.g. "the dialog timed out"); the delete gives each row to one process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from telegram import Bot, Message, MessageEntity, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, ApplicationHandlerStop, BaseHandler
+
+from bot import keyboards as kb
+from bot.context import Context, language_of, on_error, reply, service_of, stale_button
+from bot.texts import t
+from core.dialogs import CharacterDialog, Dialog, UserDialogs
+from core.logs import get_logger
+from core.service import StudioService
+
+log = get_logger(__name__)
+
+App = Application[Any, Any, Any, Any, Any, Any]
+Handlers = Sequence[BaseHandler[Update, Any, Any]]
+
+CACHE_KEY = "dialogs.cache"
+CACHE_MAX = 4096  # updates in flight at most (a safety net: `forget` drops each entry)
+SWEEP_INTERVAL_S = 30.0
+SWEEP_BATCH = 100
+STEP_ATTEMPTS = 3
+_CURRENT = "_animebot_dialog"
+_NONE = UserDialogs()
+
+
+class DialogChanged(Exception):
+    """Another update changed or ended the dialog first: this update is handled again."""
+
+
+def command_of(message: Message) -> str | None:
+    """The leading /command of a text or caption (lower case, without @bot)."""
+    for entity in message.entities or ():
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return message.parse_entity(entity)[1:].partition("@")[0].lower()
+    for entity in message.caption_entities or ():
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return message.parse_caption_entity(entity)[1:].partition("@")[0].lower()
+    return None
+
+
+class DialogCache:
+    """The per-user dialogs read for each update being handled (by update id)."""
+
+    def __init__(self) -> None:
+        self.commands: set[str] = set()
+        self.buttons: set[str] = set()
+        self._entries: OrderedDict[int, UserDialogs] = OrderedDict()
+
+    def want(self, *, commands: Iterable[str] = (), buttons: Iterable[kb.Action] = ()) -> None:
+        """Declare commands and buttons whose handlers read the user's dialogs."""
+        self.commands.update(commands)
+        self.buttons.update(action.name for action in buttons)
+
+    def wants(self, update: Update) -> bool:
+        """Can this update be part of a per-user dialog? (Cheap; no query.)"""
+        if update.callback_query is not None:
+            callback = kb.decode(update.callback_query.data)
+            return callback is not None and callback.name in self.buttons
+        if update.message is None:
+            return False
+        command = command_of(update.message)
+        return command is None or command in self.commands
+
+    def put(self, update: Update, dialogs: UserDialogs) -> None:
+        self._entries[update.update_id] = dialogs
+        while len(self._entries) > CACHE_MAX:
+            self._entries.popitem(last=False)
+
+    def of(self, update: Update) -> UserDialogs:
+        return self._entries.get(update.update_id, _NONE)
+
+    def drop(self, update: Update) -> None:
+        self._entries.pop(update.update_id, None)
+
+
+def cache_of(app: App) -> DialogCache:
+    cache = app.bot_data.get(CACHE_KEY)
+    if not isinstance(cache, DialogCache):
+        cache = app.bot_data[CACHE_KEY] = DialogCache()
+    return cache
+
+
+async def load(update: object, context: Context) -> None:
+    """Group -1: read the user's dialogs in this chat (one query) for the handlers."""
+    if not isinstance(update, Update):
+        return
+    cache = cache_of(context.application)
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None or user is None or not cache.wants(update):
+        return
+    try:
+        cache.put(update, await service_of(context).dialogs.of_user(chat.id, user.id))
+    except Exception as error:  # the store is down: report once, skip the handlers
+        context.error = error
+        await on_error(update, context)
+        raise ApplicationHandlerStop from None
+
+
+async def forget(update: object, context: Context) -> None:
+    """The last group: this update is handled."""
+    if isinstance(update, Update):
+        cache_of(context.application).drop(update)
+
+
+# -- the character dialog -------------------------------------------------------------------
+
+
+def notice(update: Update, text_key: str) -> dict[str, Any]:
+    """What the sweeper answers when the dialog expires: `text_key`, as a reply to `update`."""
+    return {"update": update.to_dict(), "text": text_key}
+
+
+def _chat_user(update: Update) -> tuple[int, int]:
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None or user is None:
+        raise ValueError("update without a chat or user")
+    return chat.id, user.id
+
+
+async def begin(
+    update: Update, context: Context, state: CharacterDialog, *, ttl_s: float, notice_key: str
+) -> None:
+    """Start (or restart) the user's character dialog in this chat."""
+    chat_id, user_id = _chat_user(update)
+    await service_of(context).dialogs.start(
+        chat_id, user_id, user_id, state, ttl_s=ttl_s, notice=notice(update, notice_key)
+    )
+
+
+async def end(update: Update, context: Context) -> None:
+    """End the user's character dialog in this chat, whatever its step."""
+    chat_id, user_id = _chat_user(update)
+    await service_of(context).dialogs.discard(CharacterDialog, chat_id, user_id)
+
+
+def current(context: Context) -> Dialog[CharacterDialog]:
+    """The dialog of the step being handled (read just before the step ran)."""
+    dialog = getattr(context, _CURRENT, None)
+    if not isinstance(dialog, Dialog):
+        raise RuntimeError("no dialog for this update")
+    return dialog
+
+
+async def advance(
+    context: Context, state: CharacterDialog, *, attachment: bytes | bool | None = False
+) -> None:
+    """Store the dialog's next state; DialogChanged when another update changed it first."""
+    saved = await service_of(context).dialogs.save(current(context), state, attachment=attachment)
+    if saved is None:
+        raise DialogChanged
+    setattr(context, _CURRENT, saved)
+
+
+async def finish(context: Context) -> Dialog[CharacterDialog]:
+    """End the dialog and return it with its attachment; DialogChanged when another update
+    changed or ended it first."""
+    dialog = current(context)
+    taken = await service_of(context).dialogs.take(
+        CharacterDialog, dialog.chat_id, dialog.key, version=dialog.version
+    )
+    if taken is None:
+        raise DialogChanged
+    return taken
+
+
+async def _not_called(update: Update, context: Context) -> None:
+    raise RuntimeError("StoredConversation runs the handlers of its steps")
+
+
+class StoredConversation(BaseHandler[Update, Context, None]):
+    """The character dialog's handler: like a ConversationHandler per chat and user, whose
+    entry points are ordinary handlers registered before it (they call `begin`)."""
+
+    def __init__(
+        self,
+        cache: DialogCache,
+        steps: Mapping[str, Handlers],
+        fallbacks: Handlers,
+        *,
+        ttl_s: float,
+        notice_key: str,
+    ) -> None:
+        super().__init__(_not_called)
+        self.cache = cache
+        self.steps = steps
+        self.fallbacks = fallbacks
+        self.ttl_s = ttl_s
+        self.notice_key = notice_key
+
+    def _match(
+        self, step: str, update: Update
+    ) -> tuple[BaseHandler[Update, Any, Any], object] | None:
+        """The first handler of the step (then of the fallbacks) that takes the update."""
+        for handler in (*self.steps.get(step, ()), *self.fallbacks):
+            check = handler.check_update(update)
+            if check is not None and check is not False:
+                return handler, check
+        return None
+
+    def check_update(self, update: object) -> object | None:
+        if not isinstance(update, Update):
+            return None
+        dialog = self.cache.of(update).character
+        return None if dialog is None else self._match(dialog.state.step, update)
+
+    async def _fresh(self, update: Update, context: Context) -> Dialog[CharacterDialog] | None:
+        """The stored dialog now, its expiry pushed and this update kept for its notice."""
+        chat_id, user_id = _chat_user(update)
+        return await service_of(context).dialogs.touch(
+            CharacterDialog,
+            chat_id,
+            user_id,
+            ttl_s=self.ttl_s,
+            notice=notice(update, self.notice_key),
+        )
+
+    async def handle_update(
+        self,
+        update: Update,
+        application: Application[Any, Context, Any, Any, Any, Any],
+        check_result: object,
+        context: Context,
+    ) -> None:
+        for attempt in range(STEP_ATTEMPTS):
+            dialog = await self._fresh(update, context)
+            matched = None if dialog is None else self._match(dialog.state.step, update)
+            if dialog is None or matched is None:
+                log.info("dialog moved on before this update", update_id=update.update_id)
+                if update.callback_query is not None:
+                    await stale_button(update)  # e.g. Create tapped twice
+                return
+            handler, check = matched
+            setattr(context, _CURRENT, dialog)
+            try:
+                await handler.handle_update(update, application, check, context)
+                return
+            except DialogChanged:
+                log.info("dialog changed meanwhile, handling again", attempt=attempt + 1)
+        log.warning("dialog kept changing, update dropped", update_id=update.update_id)
+
+
+# -- expiry ---------------------------------------------------------------------------------------
+
+
+async def _tell(bot: Bot, payload: dict[str, Any]) -> None:
+    """Send an expired dialog's notice (a text key, answering the update it keeps)."""
+    try:
+        update = Update.de_json(payload["update"], bot)
+        key = str(payload["text"])
+    except (KeyError, TypeError, ValueError) as error:
+        log.warning("unreadable dialog notice", error=str(error))
+        return
+    if update.effective_message is None:
+        return
+    try:
+        await reply(update, t(key, language_of(update)))
+    except TelegramError as error:
+        log.info("dialog notice not sent", error=str(error))
+
+
+async def sweep(app: App) -> int:
+    """Remove the expired dialogs and send their notices; how many were removed."""
+    removed = 0
+    while True:
+        service: StudioService = app.bot_data["service"]
+        expired = await service.dialogs.sweep(limit=SWEEP_BATCH)
+        for item in expired:
+            if item.notice is not None:
+                await _tell(app.bot, item.notice)
+        removed += len(expired)
+        if expired:
+            log.info("expired dialogs removed", count=len(expired))
+        if len(expired) < SWEEP_BATCH:
+            return removed
+
+
+class Sweeper:
+    """Runs `sweep` every SWEEP_INTERVAL_S until stopped."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Sweeper:
+        self._task = asyncio.create_task(self._run(), name="dialog sweeper")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await sweep(self.app)
+            except Exception as error:  # the store is down, ...: try again next time
+                log.warning("dialog sweep failed", error=str(error))
