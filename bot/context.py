@@ -4,7 +4,9 @@ Handlers call `await who(update, context)` for the `Who` of an update (the Actor
 the stored user and chat, the language); the first call records the user via `service.seen`
 (raising `AccessDenied` for banned users and chats outside ALLOWED_CHAT_IDS) and the result is
 cached for the rest of the update. `gate` runs before every handler (group -1): it drops
-commands addressed to other bots, rate-limits each user politely and enforces access.
+commands addressed to other bots, rate-limits each user's commands and button presses politely
+(one token bucket per user in PostgreSQL, `service.rate_limit`, so every bot process counts
+against the same limit) and enforces access.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ import contextlib
 import html
 import re
 import secrets
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from telegram import (
     CallbackQuery,
@@ -38,15 +39,13 @@ from core.models import Chat as StoredChat
 from core.models import ChatType as CoreChatType
 from core.models import User as StoredUser
 from core.runtime import Runtime
-from core.service import AccessDenied, Actor, StudioService
+from core.service import AccessDenied, Actor, RateVerdict, StudioService
 
 log = get_logger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
 ReplyMarkup = InlineKeyboardMarkup | ForceReply
 
-RATE_PER_SECOND = 1.0  # sustained commands and button presses per user
-RATE_BURST = 20  # a burst tolerated on top (a dialog's plain answers are not counted)
 _WHO_KEY = "_animebot_who"
 _HTML_TAG = re.compile(r"<[^>]*>")  # in our HTML texts every "<" of a value is escaped
 
@@ -131,60 +130,6 @@ async def who(update: Update, context: Context) -> Who:
 def is_group(update: Update) -> bool:
     chat = update.effective_chat
     return chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
-
-
-# -- rate limit (pure) -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
-    warned: bool = False
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    warn: bool  # the first refusal of a streak: tell the user once
-
-
-@dataclass
-class RateLimiter:
-    """A token bucket per key: `burst` at once, refilled at `rate` per second. A flood is
-    warned once: not again before the bucket has refilled to half (the user calmed down)."""
-
-    rate: float = RATE_PER_SECOND
-    burst: int = RATE_BURST
-    max_keys: int = 10_000
-    _buckets: dict[int, _Bucket] = field(default_factory=dict)
-
-    def hit(self, key: int, now: float) -> Verdict:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self.max_keys:
-                self._forget_full(now)
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(
-            float(self.burst), bucket.tokens + max(0.0, now - bucket.at) * self.rate
-        )
-        bucket.at = now
-        if bucket.tokens >= self.burst / 2:
-            bucket.warned = False  # calm again: a new flood is told once more
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return Verdict(True, False)
-        warn = not bucket.warned
-        bucket.warned = True
-        return Verdict(False, warn)
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that are full again (they carry no information)."""
-        for key, bucket in list(self._buckets.items()):
-            if bucket.tokens + (now - bucket.at) * self.rate >= self.burst:
-                del self._buckets[key]
-        if len(self._buckets) >= self.max_keys:
-            self._buckets.clear()
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -326,7 +271,8 @@ def _is_command(message: Message) -> bool:
 
 async def gate(update: Update, context: Context) -> None:
     """Before every handler: ignore other bots' commands, rate-limit commands and button
-    presses per user, check access (ALLOWED_CHAT_IDS, bans)."""
+    presses per user (one bucket in PostgreSQL shared by every bot process), check access
+    (ALLOWED_CHAT_IDS, bans). When the store fails, the user is told once and no handler runs."""
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None or user.is_bot:
         raise ApplicationHandlerStop
@@ -337,16 +283,13 @@ async def gate(update: Update, context: Context) -> None:
             raise ApplicationHandlerStop  # `/cmd@OtherBot`
     lang = language_of(update)
     counted = update.callback_query is not None or (message is not None and _is_command(message))
-    limiter: RateLimiter = context.bot_data["rate_limiter"]
-    verdict = limiter.hit(user.id, time.monotonic()) if counted else Verdict(True, False)
-    if not verdict.allowed:
-        log.info("rate limited", user_id=user.id, chat_id=chat.id, warned=verdict.warn)
-        if update.callback_query is not None:
-            await toast(update, t_plain("common.slow_down_toast", lang))
-        elif verdict.warn and message is not None:
-            with contextlib.suppress(TelegramError):
-                await reply(update, t("common.slow_down", lang))
-        raise ApplicationHandlerStop
+    if counted:
+        try:
+            verdict = await service_of(context).rate_limit(user.id)
+        except Exception as error:
+            await _store_failed(update, context, error)
+        if not verdict.allowed:
+            await _slow_down(update, verdict, lang)
     try:
         await who(update, context)
     except AccessDenied as error:
@@ -358,14 +301,36 @@ async def gate(update: Update, context: Context) -> None:
             with contextlib.suppress(TelegramError):
                 await reply(update, t("common.failed", lang, message=refusal))
         raise ApplicationHandlerStop from None
-    except Exception as error:  # the store is down, ...: report once, skip the handlers
-        context.error = error
-        await on_error(update, context)
-        raise ApplicationHandlerStop from None
+    except Exception as error:
+        await _store_failed(update, context, error)
+
+
+async def _slow_down(update: Update, verdict: RateVerdict, lang: str) -> NoReturn:
+    """A refused update: a toast for every button press, one reply for the whole flood."""
+    user, chat = update.effective_user, update.effective_chat
+    log.info(
+        "rate limited",
+        user_id=user.id if user else None,
+        chat_id=chat.id if chat else None,
+        warned=verdict.warn,
+    )
+    if update.callback_query is not None:
+        await toast(update, t_plain("common.slow_down_toast", lang))
+    elif verdict.warn and update.message is not None:
+        with contextlib.suppress(TelegramError):
+            await reply(update, t("common.slow_down", lang))
+    raise ApplicationHandlerStop
+
+
+async def _store_failed(update: Update, context: Context, error: Exception) -> NoReturn:
+    """The store is down, ...: report once (a reference for the log), skip the handlers."""
+    context.error = error
+    await on_error(update, context)
+    raise ApplicationHandlerStop from None
 
 
 def bot_data_defaults(runtime: Runtime) -> dict[str, Any]:
-    return {"runtime": runtime, "service": runtime.service, "rate_limiter": RateLimiter()}
+    return {"runtime": runtime, "service": runtime.service}
 
 
 def install(app: Application[Any, Any, Any, Any, Any, Any], runtime: Runtime) -> None:

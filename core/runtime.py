@@ -164,7 +164,12 @@ class Runtime:
             self.orchestrator.on_done.append(self._filing_hook(filer))
         await self.orchestrator.start()
         self._stack.push_async_callback(self.stop_engine)
-        maintenance = Maintenance(self.database.pool, self.settings.data_dir, filer)
+        maintenance = Maintenance(
+            self.database.pool,
+            self.settings.data_dir,
+            filer,
+            rate_limit=(self.settings.rate_limit_per_second, self.settings.rate_limit_burst),
+        )
         maintenance.start()
         self._stack.callback(maintenance.stop)
         self.extras["filer"] = filer

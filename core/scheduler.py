@@ -2,7 +2,8 @@
 
 Each tick takes a PostgreSQL advisory lock for its task (`pg_try_advisory_lock`): when another
 process is already running the same task, this one skips the tick. Tasks: retry library filing,
-reset daily quotas, forget dead processes, expire old temporary files.
+reset daily quotas, forget dead processes, expire old temporary files, forget the flood-limit
+buckets that are full again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.db import people
+from core.db import rate_limits as rate_db
 from core.db import workers as workers_db
 from core.library.service import LibraryFiler
 from core.logs import get_logger
@@ -25,6 +27,7 @@ log = get_logger(__name__)
 
 TASK_LOCK_CLASS = 4244
 TEMP_MAX_AGE_S = 24 * 3600
+RATE_BUCKETS_INTERVAL_S = 300
 
 
 async def run_exclusive(db: asyncpg.Pool, key: int, task: Callable[[], Awaitable[object]]) -> bool:
@@ -69,10 +72,18 @@ def expire_temp_files(root: Path, now: float, max_age_s: float = TEMP_MAX_AGE_S)
 
 
 class Maintenance:
-    def __init__(self, db: asyncpg.Pool, data_dir: Path, filer: LibraryFiler) -> None:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        data_dir: Path,
+        filer: LibraryFiler,
+        *,
+        rate_limit: tuple[float, int],
+    ) -> None:
         self.db = db
         self.data_dir = data_dir
         self.filer = filer
+        self.rate_limit = rate_limit  # (tokens per second, burst) of the users' flood limit
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def start(self) -> None:
@@ -114,6 +125,15 @@ class Maintenance:
             max_instances=1,
             coalesce=True,
         )
+        add(
+            self._tick,
+            "interval",
+            seconds=RATE_BUCKETS_INTERVAL_S,
+            args=[5, self.rate_buckets],
+            id="rate_buckets",
+            max_instances=1,
+            coalesce=True,
+        )
         self.scheduler.start()
 
     def stop(self) -> None:
@@ -144,3 +164,9 @@ class Maintenance:
         removed = await asyncio.to_thread(expire_temp_files, self.data_dir, time.time())
         if removed:
             log.info("old temporary files removed", files=removed)
+
+    async def rate_buckets(self) -> None:
+        rate, burst = self.rate_limit
+        removed = await rate_db.forget_full(self.db, rate=rate, burst=burst)
+        if removed:
+            log.info("full flood-limit buckets forgotten", users=removed)

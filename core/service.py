@@ -23,7 +23,9 @@ from core.db import characters as char_db
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import people
+from core.db import rate_limits as rate_db
 from core.db.pool import Database
+from core.db.rate_limits import RateVerdict
 from core.db.tx import transaction
 from core.dialogs import Dialogs
 from core.errors import IllegalTransition, InvalidInput, LimitReached, NotFound
@@ -196,6 +198,14 @@ class StudioService:
 
     def is_admin(self, user: User) -> bool:
         return self.policy.is_admin(user.id, user.role)
+
+    async def rate_limit(self, user_id: int) -> RateVerdict:
+        """Count one command or button press of the user against the flood limit shared by
+        every process (RATE_LIMIT_BURST at once, then RATE_LIMIT_PER_SECOND); one round trip."""
+        settings = self.settings
+        return await rate_db.hit(
+            self.db, user_id, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        )
 
     async def chat_settings(self, chat_id: int) -> Chat:
         chat = await people.get_chat(self.db, chat_id)

@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     # Access
     admin_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     allowed_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    rate_limit_burst: int = Field(default=20, ge=1)
+    rate_limit_per_second: float = Field(default=1.0, gt=0)
 
     # Operations
     status_host: str = "127.0.0.1"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import BotHarness, harness_settings
+from tests.e2e.harness import BotHarness, Cluster, harness_settings
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
@@ -48,3 +48,17 @@ async def studio(make_bot: MakeBot, fake_comfy: FakeComfyUI) -> BotHarness:
     """The bot, with the fake GPU server offering the default models of every workflow."""
     install_models(fake_comfy)
     return await make_bot()
+
+
+@pytest.fixture
+async def cluster(
+    fake_telegram: FakeTelegram, fake_comfy: FakeComfyUI, pg_dsn: str, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    """No bot yet: `await cluster.start_bot(**settings)` starts each one behind the balancer."""
+    install_models(fake_comfy)
+    cluster = Cluster(fake_telegram, fake_comfy.base_url, pg_dsn, tmp_path / "data")
+    await cluster.balancer.start()
+    try:
+        yield cluster
+    finally:
+        await cluster.close()

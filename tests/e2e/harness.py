@@ -9,21 +9,31 @@
 
 `run_bot` runs in a task with a stop event, exactly as `animebot run` runs it; `close()` sets the
 event and waits for a clean shutdown (and fails the test if the bot crashed).
+
+`Cluster` (the `cluster` fixture) runs several bots in webhook mode behind a test load balancer,
+sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of every update:
+`cluster.send(bot_a, chat, user, "/start")`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
 from bot.app import run_bot
 from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, JSONDict, StoredMessage
+from tests.fault.procs import free_port
 
 STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 20.0
@@ -210,3 +220,135 @@ def button_data(message: StoredMessage, label: str) -> str:
 def job_prefix(text: str) -> list[str]:
     """The short job ids shown in a /queue answer."""
     return re.findall(r"\b[0-9a-f]{8}\b", text)
+
+
+# -- several bots behind a load balancer (webhook mode, one database) ---------------------------
+
+WEBHOOK_SECRET = "cluster-test-secret_0123456789"
+WEBHOOK_PATH = "telegram"
+
+
+class Balancer:
+    """The load balancer in front of the bots: each update goes to the bot the test chose for
+    it (in the order the updates were sent; a retried update goes to the same bot)."""
+
+    def __init__(self) -> None:
+        self.plan: deque[int] = deque()
+        self.assigned: dict[int, int] = {}
+        self.handled: list[tuple[int, int]] = []  # (update id, port) answered 200
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(f"/{WEBHOOK_PATH}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/{WEBHOOK_PATH}"
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        body = await request.read()
+        update_id = int(json.loads(body)["update_id"])
+        if update_id not in self.assigned:
+            if not self.plan:
+                return web.Response(status=500, text="no bot chosen for this update")
+            self.assigned[update_id] = self.plan.popleft()
+        port = self.assigned[update_id]
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")
+        }
+        try:
+            async with self._session.post(
+                f"http://127.0.0.1:{port}/{WEBHOOK_PATH}", data=body, headers=headers
+            ) as answer:
+                status = answer.status
+        except aiohttp.ClientError:
+            status = 502  # that bot is still starting: Telegram retries
+        if status == 200:
+            self.handled.append((update_id, port))
+        return web.Response(status=status)
+
+
+def port_of(bot: BotHarness) -> int:
+    return bot.settings.telegram_webhook_port
+
+
+class Cluster:
+    """Bots sharing the fake Bot API, the database and DATA_DIR, behind the balancer."""
+
+    def __init__(self, fake: FakeTelegram, comfy_url: str, dsn: str, data_dir: Path) -> None:
+        self.fake, self.comfy_url, self.dsn, self.data_dir = fake, comfy_url, dsn, data_dir
+        self.balancer = Balancer()
+        self.bots: list[BotHarness] = []
+
+    async def start_bot(self, **overrides: Any) -> BotHarness:
+        """Start one more bot (settings `overrides` as in `make_bot`) and wait until it has
+        registered its webhook."""
+        settings = harness_settings(
+            self.fake,
+            self.comfy_url,
+            self.dsn,
+            self.data_dir,
+            telegram_webhook_url=self.balancer.url,
+            telegram_webhook_listen="127.0.0.1",
+            telegram_webhook_port=free_port(),
+            telegram_webhook_secret=WEBHOOK_SECRET,
+            **overrides,
+        )
+        bot = BotHarness(self.fake, settings)
+        registered = len([c for c in self.fake.calls_of("setWebhook") if c.ok])
+        await bot.start()
+        self.bots.append(bot)
+        await self.fake.wait_for(
+            lambda: len([c for c in self.fake.calls_of("setWebhook") if c.ok]) > registered,
+            10,
+            what="the new bot's setWebhook",
+        )
+        return bot
+
+    async def stop_bot(self, bot: BotHarness) -> None:
+        self.bots.remove(bot)
+        await bot.close()
+
+    async def close(self) -> None:
+        for bot in reversed(self.bots):
+            await bot.close()
+        await self.balancer.close()
+
+    # -- users acting, each update through the chosen bot ------------------------------------------
+    def send(
+        self, via: BotHarness, chat: FakeChat, user: FakeUser, text: str | None = None, **kw: Any
+    ) -> Sent:
+        self.balancer.plan.append(port_of(via))
+        sent = via.send(chat, user, text, **kw)
+        if not sent.visible:
+            self.balancer.plan.pop()
+        return sent
+
+    def press(
+        self, via: BotHarness, chat: FakeChat, user: FakeUser, message: StoredMessage, data: str
+    ) -> str:
+        self.balancer.plan.append(port_of(via))
+        return via.press(chat, user, message, data)
+
+    def click(
+        self, via: BotHarness, chat: FakeChat, user: FakeUser, message: StoredMessage, label: str
+    ) -> str:
+        return self.press(via, chat, user, message, button_data(message, label))
+
+    def handled_by(self, bot: BotHarness) -> int:
+        return len([1 for _, port in self.balancer.handled if port == port_of(bot)])

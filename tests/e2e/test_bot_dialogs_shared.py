@@ -7,173 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from bot import dialogs as bot_dialogs
 from core.db.pool import connect
 from core.models import Generation
 from core.service import Actor, CharacterDraft
-from tests.e2e.harness import BotHarness, Sent, button_data, buttons, harness_settings
+from tests.e2e.harness import BotHarness, Cluster, Sent, buttons
 from tests.e2e.test_bot_music import tone
 from tests.e2e.test_bot_scenes import jobs_of
-from tests.engine import install_models
-from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, StoredMessage
-from tests.fault.procs import free_port
+from tests.fakes.telegram import FakeUser, StoredMessage
 
-SECRET = "dialogs-test-secret_0123456789"
-PATH = "telegram"
 BOT = "@AnimeStudioTestBot"
 
 
-class Balancer:
-    """The load balancer in front of the bots: each update goes to the bot the test chose for
-    it (in the order the updates were sent; a retried update goes to the same bot)."""
-
-    def __init__(self) -> None:
-        self.plan: deque[int] = deque()
-        self.assigned: dict[int, int] = {}
-        self.handled: list[tuple[int, int]] = []  # (update id, port) answered 200
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post(f"/{PATH}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/{PATH}"
-        self._session = aiohttp.ClientSession()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        assert self._session is not None
-        body = await request.read()
-        update_id = int(json.loads(body)["update_id"])
-        if update_id not in self.assigned:
-            if not self.plan:
-                return web.Response(status=500, text="no bot chosen for this update")
-            self.assigned[update_id] = self.plan.popleft()
-        port = self.assigned[update_id]
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")
-        }
-        try:
-            async with self._session.post(
-                f"http://127.0.0.1:{port}/{PATH}", data=body, headers=headers
-            ) as answer:
-                status = answer.status
-        except aiohttp.ClientError:
-            status = 502  # that bot is still starting: Telegram retries
-        if status == 200:
-            self.handled.append((update_id, port))
-        return web.Response(status=status)
-
-
-def port_of(bot: BotHarness) -> int:
-    return bot.settings.telegram_webhook_port
-
-
-class Cluster:
-    """Bots sharing the fake Bot API, the database and DATA_DIR, behind the balancer."""
-
-    def __init__(self, fake: FakeTelegram, comfy_url: str, dsn: str, data_dir: Path) -> None:
-        self.fake, self.comfy_url, self.dsn, self.data_dir = fake, comfy_url, dsn, data_dir
-        self.balancer = Balancer()
-        self.bots: list[BotHarness] = []
-
-    async def start_bot(self) -> BotHarness:
-        settings = harness_settings(
-            self.fake,
-            self.comfy_url,
-            self.dsn,
-            self.data_dir,
-            telegram_webhook_url=self.balancer.url,
-            telegram_webhook_listen="127.0.0.1",
-            telegram_webhook_port=free_port(),
-            telegram_webhook_secret=SECRET,
-        )
-        bot = BotHarness(self.fake, settings)
-        registered = len([c for c in self.fake.calls_of("setWebhook") if c.ok])
-        await bot.start()
-        self.bots.append(bot)
-        await self.fake.wait_for(
-            lambda: len([c for c in self.fake.calls_of("setWebhook") if c.ok]) > registered,
-            10,
-            what="the new bot's setWebhook",
-        )
-        return bot
-
-    async def stop_bot(self, bot: BotHarness) -> None:
-        self.bots.remove(bot)
-        await bot.close()
-
-    async def close(self) -> None:
-        for bot in reversed(self.bots):
-            await bot.close()
-        await self.balancer.close()
-
-    # -- users acting, each update through the chosen bot ------------------------------------------
-    def send(
-        self, via: BotHarness, chat: FakeChat, user: FakeUser, text: str | None = None, **kw: Any
-    ) -> Sent:
-        self.balancer.plan.append(port_of(via))
-        sent = via.send(chat, user, text, **kw)
-        if not sent.visible:
-            self.balancer.plan.pop()
-        return sent
-
-    def press(
-        self, via: BotHarness, chat: FakeChat, user: FakeUser, message: StoredMessage, data: str
-    ) -> str:
-        self.balancer.plan.append(port_of(via))
-        return via.press(chat, user, message, data)
-
-    def click(
-        self, via: BotHarness, chat: FakeChat, user: FakeUser, message: StoredMessage, label: str
-    ) -> str:
-        return self.press(via, chat, user, message, button_data(message, label))
-
-    def handled_by(self, bot: BotHarness) -> int:
-        return len([1 for _, port in self.balancer.handled if port == port_of(bot)])
-
-
-@pytest.fixture
-async def cluster(
-    fake_telegram: FakeTelegram,
-    fake_comfy: FakeComfyUI,
-    pg_dsn: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Cluster]:
-    install_models(fake_comfy)
+@pytest.fixture(autouse=True)
+def _sweep_often(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bot_dialogs, "SWEEP_INTERVAL_S", 0.05)  # every bot sweeps, often
-    cluster = Cluster(fake_telegram, fake_comfy.base_url, pg_dsn, tmp_path / "data")
-    await cluster.balancer.start()
-    try:
-        yield cluster
-    finally:
-        await cluster.close()
 
 
 def png(width: int, height: int) -> bytes:

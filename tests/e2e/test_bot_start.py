@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from bot.context import RateLimiter
 from bot.handlers import COMMANDS
 from bot.keyboards import (
     NOOP,
@@ -233,16 +232,3 @@ def test_keyboard_builders() -> None:
     assert chosen.inline_keyboard[-1][0].text == "Готово"
     yes_no = confirm(NOOP.data(), NOOP.data(), "en")
     assert [b.text for b in yes_no.inline_keyboard[0]] == ["Yes", "No"]
-
-
-def test_rate_limiter_bucket() -> None:
-    limiter = RateLimiter(rate=1.0, burst=3)
-    verdicts = [limiter.hit(1, 100.0) for _ in range(5)]
-    assert [v.allowed for v in verdicts] == [True, True, True, False, False]
-    assert [v.warn for v in verdicts] == [False, False, False, True, False]
-    assert limiter.hit(2, 100.0).allowed  # per user
-    assert limiter.hit(1, 101.0).allowed  # one token back after a second
-    assert not limiter.hit(1, 101.1).allowed
-    again = limiter.hit(1, 101.2)
-    assert not again.allowed and not again.warn
-    assert limiter.hit(1, 110.0).allowed

@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "workers",
     "backends",
     "dialogs",
+    "rate_buckets",
     "schema_migrations",
 }
 

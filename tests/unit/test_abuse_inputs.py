@@ -1,6 +1,7 @@
-"""The bad-input corpus, pure parts: scene options, names and free text, callback data, the rate
-limiter, reference images and captions. The same corpus goes through the real bot in
-tests/e2e/test_abuse.py; here each rule is pinned down without a bot.
+"""The bad-input corpus, pure parts: scene options, names and free text, callback data,
+reference images and captions. The same corpus goes through the real bot in
+tests/e2e/test_abuse.py; here each rule is pinned down without a bot (the flood limit lives in
+PostgreSQL: tests/integration/test_store_rate_limits.py).
 
 The crafted files (`bomb_png`, `truncated_jpeg`, `text_as_jpeg`) are shared with the e2e tests.
 """
@@ -18,7 +19,6 @@ import zlib
 import pytest
 from PIL import Image
 
-from bot.context import RateLimiter
 from bot.keyboards import MAX_BYTES, MAX_INT, ArgKind, decode, known_actions
 from bot.render import CaptionInfo, JobProgress, caption, clusters, progress_text, visible_len
 from core.director import MAX_SCENE_CHARS, direct, parse_scene_request
@@ -304,29 +304,6 @@ def test_random_garbage_never_decodes_and_never_raises() -> None:
         assert decode(raw.decode("latin-1")) is None
     assert decode("\ud800") is None  # a lone surrogate (cannot be UTF-8 encoded)
     assert decode(None) is None
-
-
-# -- rate limiter ------------------------------------------------------------------------------
-
-
-def test_a_burst_of_40_in_two_seconds_is_warned_once() -> None:
-    limiter = RateLimiter()
-    verdicts = [limiter.hit(1, 1000.0 + i * 0.05) for i in range(40)]
-    assert sum(v.warn for v in verdicts) == 1
-    assert 20 <= sum(v.allowed for v in verdicts) <= 23
-    assert limiter.hit(2, 1002.0).allowed  # somebody else is not affected
-
-
-def test_a_sustained_flood_is_warned_once_not_every_other_command() -> None:
-    limiter = RateLimiter()
-    start = 1000.0
-    verdicts = [limiter.hit(1, start + i * 0.5) for i in range(120)]  # 2 per second for 60 s
-    assert sum(v.warn for v in verdicts) == 1
-    assert sum(v.allowed for v in verdicts) <= 20 + 61  # burst plus one per second
-    # after a real pause the next flood is told again
-    later = start + 60 + 30
-    again = [limiter.hit(1, later + i * 0.01) for i in range(30)]
-    assert sum(v.warn for v in again) == 1
 
 
 # -- reference images --------------------------------------------------------------------------
