@@ -15,7 +15,7 @@ import contextlib
 import html
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -385,6 +385,32 @@ async def pressed(update: Update, expected: Action) -> Callback | None:
     if not await check_owner(update, callback):
         return None
     return callback
+
+
+PageView = Callable[[Context, "Who", int], Awaitable[tuple[str, InlineKeyboardMarkup | None]]]
+Handler = Callable[[Update, Context], Awaitable[None]]
+
+
+def paged_list(action: Action, view: PageView) -> tuple[Handler, Handler]:
+    """The command showing page 0 of a list, and the handler of its page buttons (`action`,
+    whose first argument is the page), both rendered by `view(context, asker, page)`."""
+
+    async def first_page(update: Update, context: Context) -> None:
+        asker = await who(update, context)
+        text, markup = await view(context, asker, 0)
+        await reply(update, text, markup=markup)
+
+    async def turn_page(update: Update, context: Context) -> None:
+        callback = await pressed(update, action)
+        if callback is None:
+            return
+        asker = await who(update, context)
+        text, markup = await view(context, asker, callback.int(0))
+        await toast(update)
+        assert update.callback_query is not None
+        await edit(update.callback_query, text, markup)
+
+    return first_page, turn_page
 
 
 async def any_button(update: Update, context: Context) -> None:

@@ -37,6 +37,7 @@ from bot.context import (
     Who,
     ask_markup,
     edit,
+    paged_list,
     pressed,
     reply,
     report_error,
@@ -505,21 +506,7 @@ async def _list_view(
     return t("chars.list_title", asker.lang, total=total), markup
 
 
-async def list_characters(update: Update, context: Context) -> None:
-    asker = await who(update, context)
-    text, markup = await _list_view(context, asker, 0)
-    await reply(update, text, markup=markup)
-
-
-async def list_page(update: Update, context: Context) -> None:
-    callback = await pressed(update, LIST)
-    if callback is None:
-        return
-    asker = await who(update, context)
-    text, markup = await _list_view(context, asker, callback.int(0))
-    await toast(update)
-    assert update.callback_query is not None
-    await edit(update.callback_query, text, markup)
+list_characters, list_page = paged_list(LIST, _list_view)
 
 
 async def _character(

@@ -15,6 +15,7 @@ from bot.context import (
     Context,
     Who,
     edit,
+    paged_list,
     pressed,
     reply,
     report_error,
@@ -198,21 +199,7 @@ async def history_view(
     return "\n".join(lines), InlineKeyboardMarkup([navigation]) if navigation else None
 
 
-async def show_history(update: Update, context: Context) -> None:
-    asker = await who(update, context)
-    text, markup = await history_view(context, asker, 0)
-    await reply(update, text, markup=markup)
-
-
-async def history_page(update: Update, context: Context) -> None:
-    callback = await pressed(update, HISTORY)
-    if callback is None:
-        return
-    asker = await who(update, context)
-    text, markup = await history_view(context, asker, callback.int(0))
-    await toast(update)
-    assert update.callback_query is not None
-    await edit(update.callback_query, text, markup)
+show_history, history_page = paged_list(HISTORY, history_view)
 
 
 # -- /status -------------------------------------------------------------------------------------
