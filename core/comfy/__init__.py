@@ -2,6 +2,7 @@
 
 from core.comfy.client import ComfyClient, QueueState, SubmitResult, safe_file_name
 from core.comfy.protocol import (
+    Disconnected,
     Event,
     Executed,
     Executing,
@@ -35,6 +36,7 @@ from core.comfy.socket import ComfySocket
 __all__ = [
     "ComfyClient",
     "ComfySocket",
+    "Disconnected",
     "Event",
     "EventRouter",
     "Executed",

@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 _JSON_BODY_LIMIT = 64 * 1024 * 1024
 _CHUNK = 256 * 1024
+_IN_MEMORY_BYTES = 16 * 1024 * 1024  # outputs up to this size are downloaded in one piece
 _UNSAFE_NAME_CHARS = frozenset('/\\\x00:*?"<>|')
 
 
@@ -381,40 +382,15 @@ class ComfyClient:
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         url = self.url("/view")
         tmp = dest_dir / f".{filename}.{uuid.uuid4().hex}.part"
-        size = 0
         try:
-            await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
             async with self.session.get(
                 url, params=params, timeout=self._download_timeout
             ) as response:
-                if response.status >= 500:
-                    raise ComfyUnavailable(f"GET /view {ref.filename}: HTTP {response.status}")
-                if response.status != 200:
-                    raise ComfyError(
-                        f"GET /view {ref.filename} ({ref.type}): HTTP {response.status}",
-                        user_message="The result file is missing on the GPU server.",
-                    )
-                declared = response.content_length
-                if declared is not None and declared > self.max_download_bytes:
-                    raise ComfyError(
-                        f"GET /view {ref.filename}: {declared} bytes > {self.max_download_bytes}",
-                        user_message="The result is too large.",
-                    )
-                handle: IO[bytes] = await asyncio.to_thread(tmp.open, "wb")
-                try:
-                    async for chunk in response.content.iter_chunked(_CHUNK):
-                        size += len(chunk)
-                        if size > self.max_download_bytes:
-                            raise ComfyError(
-                                f"GET /view {ref.filename}: over {self.max_download_bytes} bytes",
-                                user_message="The result is too large.",
-                            )
-                        await asyncio.to_thread(handle.write, chunk)
-                finally:
-                    await asyncio.to_thread(handle.close)
-                if declared is not None and size != declared:
-                    raise ComfyUnavailable(f"GET /view {ref.filename}: {size} of {declared} bytes")
-            await asyncio.to_thread(os.replace, tmp, final)
+                declared = self._check_view(response, ref)
+                if declared is not None and declared <= _IN_MEMORY_BYTES:
+                    size = await self._save_small(response, ref, tmp, final, declared)
+                else:
+                    size = await self._save_streamed(response, ref, tmp, final, declared)
         except TimeoutError as exc:
             raise ComfyUnavailable(f"GET /view {ref.filename}: timed out") from exc
         except aiohttp.ClientError as exc:
@@ -426,3 +402,72 @@ class ComfyClient:
                 tmp.unlink(missing_ok=True)
         log.debug("comfy output downloaded", filename=ref.filename, path=str(final), bytes=size)
         return final
+
+    def _check_view(self, response: aiohttp.ClientResponse, ref: OutputRef) -> int | None:
+        """The declared size of a `/view` answer; raises for an error status or a file over
+        the limit."""
+        if response.status >= 500:
+            raise ComfyUnavailable(f"GET /view {ref.filename}: HTTP {response.status}")
+        if response.status != 200:
+            raise ComfyError(
+                f"GET /view {ref.filename} ({ref.type}): HTTP {response.status}",
+                user_message="The result file is missing on the GPU server.",
+            )
+        declared = response.content_length
+        if declared is not None and declared > self.max_download_bytes:
+            raise ComfyError(
+                f"GET /view {ref.filename}: {declared} bytes > {self.max_download_bytes}",
+                user_message="The result is too large.",
+            )
+        return declared
+
+    async def _save_small(
+        self,
+        response: aiohttp.ClientResponse,
+        ref: OutputRef,
+        tmp: Path,
+        final: Path,
+        declared: int,
+    ) -> int:
+        """A small output (an image): read in memory, then written (with its folder) in one
+        thread hop."""
+        body = await response.read()
+        if len(body) != declared:
+            raise ComfyUnavailable(f"GET /view {ref.filename}: {len(body)} of {declared} bytes")
+        await asyncio.to_thread(_write_new_file, tmp, final, body)
+        return len(body)
+
+    async def _save_streamed(
+        self,
+        response: aiohttp.ClientResponse,
+        ref: OutputRef,
+        tmp: Path,
+        final: Path,
+        declared: int | None,
+    ) -> int:
+        """A large output (a video) or one of unknown size: streamed to disk by chunks."""
+        size = 0
+        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+        handle: IO[bytes] = await asyncio.to_thread(tmp.open, "wb")
+        try:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > self.max_download_bytes:
+                    raise ComfyError(
+                        f"GET /view {ref.filename}: over {self.max_download_bytes} bytes",
+                        user_message="The result is too large.",
+                    )
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            await asyncio.to_thread(handle.close)
+        if declared is not None and size != declared:
+            raise ComfyUnavailable(f"GET /view {ref.filename}: {size} of {declared} bytes")
+        await asyncio.to_thread(os.replace, tmp, final)
+        return size
+
+
+def _write_new_file(tmp: Path, final: Path, data: bytes) -> None:
+    """`data` to `final` through `tmp`, creating its folder (blocking)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(data)
+    os.replace(tmp, final)

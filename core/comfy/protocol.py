@@ -156,6 +156,14 @@ class Reconnected:
     prompt_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """Local event, not from ComfyUI: the socket just went down; until `Reconnected`, the
+    subscriber hears nothing from ComfyUI and should poll `/history` itself."""
+
+    prompt_id: str | None
+
+
 Event: TypeAlias = (
     Status
     | FeatureFlags
@@ -171,6 +179,7 @@ Event: TypeAlias = (
     | Preview
     | Unknown
     | Reconnected
+    | Disconnected
 )
 
 # Events after which ComfyUI sends nothing more for the prompt except `executing{node:null}`.

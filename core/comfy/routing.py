@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from core.comfy.protocol import (
+    Disconnected,
     Event,
     Executing,
     ExecutionError,
@@ -101,6 +102,12 @@ class EventRouter:
         for prompt_id, queue in self._subscribers.items():
             queue.put_nowait(Reconnected(prompt_id=prompt_id))
         return list(self._subscribers)
+
+    def notify_disconnected(self) -> None:
+        """Tell every subscriber that the socket is down (no events until it is back)."""
+        self.current_prompt_id = None
+        for prompt_id, queue in self._subscribers.items():
+            queue.put_nowait(Disconnected(prompt_id=prompt_id))
 
     # -- internals -----------------------------------------------------------------
     def _track_current(self, event: Event) -> None:

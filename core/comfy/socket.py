@@ -2,8 +2,9 @@
 
 `subscribe(prompt_id)` returns a queue of that prompt's events. Events seen before anyone
 subscribed are buffered for a while (a fast job can finish before `POST /prompt` returns).
-After every reconnection each subscriber gets a `Reconnected` event and the `on_reconnect`
-callbacks run, because events sent while the socket was down are lost: read `/history`.
+When the socket goes down each subscriber gets a `Disconnected` event; after every
+reconnection a `Reconnected` event, and the `on_reconnect` callbacks run, because events sent
+while the socket was down are lost: read `/history`.
 A heartbeat (ping/pong) detects a half-dead connection.
 With `preview_metadata` (default) the server sends type-4 previews that name their prompt;
 otherwise type-1 previews are attributed to the prompt currently executing.
@@ -198,6 +199,8 @@ class ComfySocket:
             finally:
                 self.connected.clear()
                 self._ws = None
+                if not self._closing.is_set():
+                    self._router.notify_disconnected()
                 if not ws.closed:
                     await ws.close()
             if not self._closing.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,7 +22,6 @@ from core.comfy import protocol as p
 from core.comfy.protocol import Event
 from core.db import generations as gen_db
 from core.db import outputs as out_db
-from core.db.tx import transaction
 from core.errors import (
     AnimeBotError,
     ComfyUnavailable,
@@ -42,7 +42,8 @@ from core.workflows.patch import patch
 log = get_logger(__name__)
 T = TypeVar("T")
 
-POLL_INTERVAL_S = 2.0
+POLL_INTERVAL_S = 2.0  # /history polling while our prompt's events cannot reach us
+SAFETY_POLL_S = 30.0  # while they can (the backend's WebSocket is up): a slow safety net
 HISTORY_RETRIES = 10
 MAX_RESUBMITS = 2
 PROGRESS_WRITE_INTERVAL_S = 1.0
@@ -92,7 +93,11 @@ class JobRunner:
         self.pid = str(job.id)
         self.running_marked = job.status is JobState.RUNNING
         self.resubmits = 0
-        self._last_progress_write = 0.0
+        # True once we submitted the prompt with our socket's client id: its events come here.
+        self.events_here = False
+        self._jitter = random.uniform(0.8, 1.2)  # runners do not all poll in the same second
+        # The first write waits too: a job of a few seconds gets its bar from the transitions.
+        self._last_progress_write = time.monotonic()
 
     async def run(self) -> None:
         bind_context(job_id=self.pid, backend=self.backend.url)
@@ -246,6 +251,7 @@ class JobRunner:
         except ComfyUnavailable as error:
             self._unreachable(error)
             raise BackendLost(f"submit failed: {error}") from error
+        self.events_here = True
         log.info("prompt submitted")
 
     async def _track(
@@ -256,9 +262,11 @@ class JobRunner:
         cancel = self.ctx.cancel_event(self.job.id)
         last_poll = last_cancel_check = time.monotonic()
         while True:
-            # The NOTIFY sets `cancel` at once; the database is read only now and then, as a
-            # fallback (not once per WebSocket event: a busy engine gets thousands of them).
-            recheck = time.monotonic() - last_cancel_check >= POLL_INTERVAL_S
+            interval = self.poll_interval()
+            # The NOTIFY sets `cancel` at once (and the orchestrator re-reads every flag when
+            # its listening connection comes back); the database is read only now and then,
+            # as a fallback (not once per WebSocket event: a busy engine gets thousands).
+            recheck = time.monotonic() - last_cancel_check >= interval
             if recheck:
                 last_cancel_check = time.monotonic()
             if cancel.is_set() or (recheck and await self._cancel_requested()):
@@ -270,26 +278,41 @@ class JobRunner:
                 raise JobFailed(
                     "timeout", user_message=f"The job took longer than {limit} and was stopped."
                 )
-            event = await self._next_event(queue, cancel)
+            wait = min(interval - (time.monotonic() - last_poll), deadline - time.time())
+            event = await self._next_event(queue, cancel, max(0.0, wait))
             if event is not None:
                 entry = await self._on_event(event, model)
                 if entry is not None:
                     return entry
-            if (
-                event is None
-                or isinstance(event, p.Reconnected)
-                or (time.monotonic() - last_poll > 5 * POLL_INTERVAL_S)
+            if isinstance(event, p.Reconnected) or (
+                time.monotonic() - last_poll >= self.poll_interval()
             ):
                 last_poll = time.monotonic()
                 entry = await self._poll(prompt)
                 if entry is not None:
                     return entry
 
-    async def _next_event(self, queue: asyncio.Queue[Event], cancel: asyncio.Event) -> Event | None:
+    def poll_interval(self) -> float:
+        """How long tracking trusts the WebSocket before it reads `/history` itself.
+
+        Our prompt's events come to this process's socket while it is connected (a prompt
+        submitted by a process that died sends them to that process's socket): then only a
+        slow safety poll runs, and a reconnection (events may have been lost) polls at once.
+        Otherwise, `POLL_INTERVAL_S`. A thousand prompts waiting in ComfyUI queues would
+        otherwise cost a thousand `/history` + `/queue` reads every 2 s."""
+        if self.events_here and self.backend.socket.is_connected:
+            return SAFETY_POLL_S * self._jitter
+        return POLL_INTERVAL_S
+
+    async def _next_event(
+        self, queue: asyncio.Queue[Event], cancel: asyncio.Event, wait_s: float
+    ) -> Event | None:
+        if not queue.empty():  # a busy prompt: no waiting machinery per event
+            return queue.get_nowait()
         get = asyncio.ensure_future(queue.get())
         stop = asyncio.ensure_future(cancel.wait())
         done, _ = await asyncio.wait(
-            {get, stop}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+            {get, stop}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
         )
         stop.cancel()
         if get in done:
@@ -432,6 +455,33 @@ class JobRunner:
             log.warning("could not cancel in the backend", error=str(error))
 
     async def _finish(self, entry: dict[str, Any]) -> None:
+        refs = await self._outputs_of(entry)
+        out_dir = self.ctx.settings.outputs_dir / self.pid
+        # The first download starts while `postprocessing` is being recorded.
+        first = asyncio.ensure_future(self._download(refs[0], out_dir, _download_name(0, refs[0])))
+        try:
+            await self._enter_postprocessing()
+        except BaseException:
+            first.cancel()
+            with contextlib.suppress(BaseException):
+                await first
+            raise
+        for index, ref in enumerate(refs):
+            if index == 0:
+                downloaded = await first
+            else:
+                downloaded = await self._download(ref, out_dir, _download_name(index, ref))
+            await self._keep_output(index, ref, downloaded, out_dir)
+        self.job = await self._to_delivering()
+        self.ctx.publish_state(self.job)
+        log.info("job ready for delivery", outputs=len(refs))
+        if self.ctx.hand_off is not None:
+            self.ctx.hand_off(self.job)
+        else:
+            self.ctx.delivery_wakeup.set()
+
+    async def _outputs_of(self, entry: dict[str, Any]) -> list[p.OutputRef]:
+        """The image/video outputs of a finished prompt; raises when it did not succeed."""
         outcome = p.outcome_from_history(entry)
         if outcome.error is not None:
             raise JobFailed("execution_error", user_message=p.execution_reason(outcome.error))
@@ -442,45 +492,47 @@ class JobRunner:
         refs = [r for r in p.outputs_from_history(entry, only_output=True) if r.kind != "audio"]
         if not refs:
             raise JobFailed("no outputs", user_message="The workflow produced no image or video.")
-        if self.job.status is not JobState.POSTPROCESSING:
-            # ComfyUI's part is complete: the bar is full (never behind the last progress event).
-            await gen_db.set_progress(self.ctx.db, self.job.id, 1.0)
-            self.job = await gen_db.transition(self.ctx.db, self.job.id, JobState.POSTPROCESSING)
-            self.ctx.publish_state(self.job)
-        out_dir = self.ctx.settings.outputs_dir / self.pid
-        for index, ref in enumerate(refs):
-            name = f"{index:02d}_comfy{ref.extension or '.bin'}"
-            downloaded = await self._download(ref, out_dir, name)
-            spec = await self._unless_cancelled(
-                process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
-            )
-            await out_db.save_output(
-                self.ctx.db,
-                generation_id=self.job.id,
-                position=index,
-                kind=spec.kind,
-                file_path=str(spec.file_path),
-                mime=spec.mime,
-                size_bytes=spec.size_bytes,
-                sha256=spec.sha256,
-                delivery_path=str(spec.delivery_path),
-                thumbnail_path=str(spec.thumbnail_path) if spec.thumbnail_path else None,
-                width=spec.width,
-                height=spec.height,
-                duration_s=spec.duration_s,
-                comfy_node=ref.node_id,
-                comfy_filename=ref.filename[:255],
-                library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
-            )
-        self.job = await self._to_delivering()
+        return refs
+
+    async def _enter_postprocessing(self) -> None:
+        if self.job.status is JobState.POSTPROCESSING:
+            return  # resumed while post-processing
+        # ComfyUI's part is complete: the bar is full (never behind the last progress event).
+        self.job = await gen_db.transition(
+            self.ctx.db, self.job.id, JobState.POSTPROCESSING, progress=1.0
+        )
         self.ctx.publish_state(self.job)
-        self.ctx.delivery_wakeup.set()
-        log.info("job ready for delivery", outputs=len(refs))
+
+    async def _keep_output(
+        self, index: int, ref: p.OutputRef, downloaded: Path, out_dir: Path
+    ) -> None:
+        """Post-process one downloaded output and record it."""
+        spec = await self._unless_cancelled(
+            process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
+        )
+        await out_db.save_output(
+            self.ctx.db,
+            generation_id=self.job.id,
+            position=index,
+            kind=spec.kind,
+            file_path=str(spec.file_path),
+            mime=spec.mime,
+            size_bytes=spec.size_bytes,
+            sha256=spec.sha256,
+            delivery_path=str(spec.delivery_path),
+            thumbnail_path=str(spec.thumbnail_path) if spec.thumbnail_path else None,
+            width=spec.width,
+            height=spec.height,
+            duration_s=spec.duration_s,
+            comfy_node=ref.node_id,
+            comfy_filename=ref.filename[:255],
+            library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
+        )
 
     async def _unless_cancelled(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a post-processing step; a cancel request stops it (and its ffmpeg) at once."""
         cancel = self.ctx.cancel_event(self.job.id)
-        if cancel.is_set() or await self._cancel_requested():
+        if cancel.is_set():  # (a cancel whose NOTIFY was missed still wins at `delivering`)
             work.close()
             raise JobCancelled("cancelled while post-processing")
         task = asyncio.ensure_future(work)
@@ -499,14 +551,18 @@ class JobRunner:
 
     async def _to_delivering(self) -> Generation:
         """POSTPROCESSING -> DELIVERING unless a cancel was requested: checked under the row
-        lock, so a cancel that got in first always wins (never a result after "cancelled")."""
-        async with transaction(self.ctx.db) as conn:
-            flag = await conn.fetchval(
-                "SELECT cancel_requested FROM generations WHERE id = $1 FOR UPDATE", self.job.id
+        lock, so a cancel that got in first always wins (never a result after "cancelled").
+        A process that delivers keeps the lease (the job is handed to its delivery)."""
+        try:
+            return await gen_db.transition(
+                self.ctx.db,
+                self.job.id,
+                JobState.DELIVERING,
+                unless_cancelled=True,
+                keep_owner=self.ctx.hand_off is not None,
             )
-            if flag:
-                raise JobCancelled("cancelled while post-processing")
-            return await gen_db.transition(conn, self.job.id, JobState.DELIVERING)
+        except gen_db.CancelRequested as error:
+            raise JobCancelled("cancelled while post-processing") from error
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -539,3 +595,7 @@ class JobRunner:
                 message="waiting for a GPU server",
             )
         )
+
+
+def _download_name(index: int, ref: p.OutputRef) -> str:
+    return f"{index:02d}_comfy{ref.extension or '.bin'}"

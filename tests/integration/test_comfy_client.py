@@ -514,7 +514,7 @@ async def test_untrusted_ref_only_travels_as_query_values(env: Env, tmp_path: Pa
     with pytest.raises(ComfyError) as caught:
         await env.client.download(ref, dest, "result.png")
     assert not isinstance(caught.value, ComfyUnavailable)
-    assert list(dest.iterdir()) == []
+    assert not dest.exists() or list(dest.iterdir()) == []
     request = env.fake.requests[-1]
     assert request.route == "/view" and request.query["filename"] == "../../etc/passwd"
 
@@ -533,7 +533,7 @@ async def test_download_size_guard_and_missing_file(env: Env, tmp_path: Path) ->
     with pytest.raises(ComfyError) as caught_missing:
         await env.client.download(missing, dest, "nope.png")
     assert not isinstance(caught_missing.value, ComfyUnavailable)
-    assert list(dest.iterdir()) == []  # no partial or temp file left
+    assert not dest.exists() or list(dest.iterdir()) == []  # no partial or temp file left
 
 
 # --------------------------------------------------------------------- outages, socket
