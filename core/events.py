@@ -78,6 +78,12 @@ class JobEvent:
 
 
 _WIRE_FIELDS = tuple(f.name for f in fields(JobEvent) if f.name != "preview")
+assert _WIRE_FIELDS[-1] == "origin"  # `_origin_suffix` relies on it
+
+
+def _origin_suffix(origin: int) -> str:
+    """How the wire form of an event published by `origin` ends."""
+    return json.dumps({"origin": origin})[1:]
 
 
 class _Subscription:
@@ -113,6 +119,7 @@ class EventBus:
         self._urgent = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self.origin = 0
+        self._own_suffix = _origin_suffix(0)
 
     def publish(self, event: JobEvent, *, broadcast: bool = True) -> None:
         for sub in list(self._subs):
@@ -163,12 +170,16 @@ class EventBus:
         """Start sending events to, and receiving them from, other processes."""
         self._pool = pool
         self.origin = origin
+        self._own_suffix = _origin_suffix(origin)
         self._listen_conn = listen_conn
         await listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        text = str(payload)
+        if text.endswith(self._own_suffix):
+            return  # our own (origin is the last key of the wire form): not even parsed
         try:
-            event = JobEvent.from_json(str(payload))
+            event = JobEvent.from_json(text)
         except (ValueError, TypeError, KeyError) as error:
             log.warning("bad event payload", error=str(error))
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -25,6 +26,8 @@ class EngineContext:
     owner: int  # this process's worker key
     cancels: dict[UUID, asyncio.Event] = field(default_factory=dict)
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when this process delivers: a finished job goes straight to it (lease kept).
+    hand_off: Callable[[Generation], None] | None = None
 
     def cancel_event(self, job_id: UUID) -> asyncio.Event:
         return self.cancels.setdefault(job_id, asyncio.Event())

@@ -28,7 +28,7 @@ from core.db.tx import transaction
 from core.errors import AnimeBotError, IllegalTransition
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
-from core.jobs.backends import BackendPool
+from core.jobs.backends import BackendHandle, BackendPool
 from core.jobs.context import EngineContext
 from core.jobs.delivery import Deliverer, unsent_outputs
 from core.jobs.ledger import StoreLedger
@@ -51,6 +51,8 @@ QUEUE_EVENTS_MIN_S = 0.3  # at most ~3 rounds of queue-position events per secon
 WAITING_FOR_GPU = "waiting for a GPU server"
 QUEUE_EVENTS_INTERVAL_S = 5.0
 QUEUE_EVENTS_LIMIT = 1000
+QUEUE_EVENTS_BATCH = 200  # queue events published between two yields to the event loop
+DISPATCH_LOOKAHEAD = 8  # queued jobs read beyond the free slots (some may not be routable)
 
 
 class Orchestrator:
@@ -68,8 +70,13 @@ class Orchestrator:
             registry=runtime.registry,
             backends=self.backends,
             owner=runtime.worker_key,
+            hand_off=self._hand_off if deliverer is not None else None,
         )
         self.dispatch_wakeup = asyncio.Event()
+        # False once a dispatch round has seen the whole queue taken: a freed slot then needs
+        # no round, only a newly queued job (or the idle timer) does.
+        self._dispatch_due = True
+        self._load: dict[str, int] = {}  # jobs in flight per backend, as last seen
         self.queue_changed = asyncio.Event()
         self._positions: dict[UUID, tuple[int, bool]] = {}
         self.runners: dict[UUID, asyncio.Task[None]] = {}
@@ -123,11 +130,34 @@ class Orchestrator:
         await conn.add_listener("animebot_queue", self._on_queue_notify)
         await conn.add_listener("animebot_cancel", self._on_cancel_notify)
         self._on_queue_notify()  # what was notified while nobody listened
+        await self._recheck_cancels()
 
-    def _on_queue_notify(self, *_args: Any) -> None:
-        self.dispatch_wakeup.set()
-        self.queue_changed.set()
-        self.ctx.delivery_wakeup.set()
+    def _on_queue_notify(self, *args: Any) -> None:
+        """NOTIFY animebot_queue ("<state> <job id>"; no arguments: anything may have
+        changed). A queued job wakes dispatch; a freed slot only while the queue may still
+        hold jobs; a job to deliver wakes delivery."""
+        state = gen_db.notice_state(args[3]) if len(args) > 3 else None
+        if state is None or state is JobState.QUEUED:
+            self._dispatch_due = True
+        if self._dispatch_due:
+            self.dispatch_wakeup.set()
+            self.queue_changed.set()
+        if state is None or state is JobState.DELIVERING:
+            self.ctx.delivery_wakeup.set()
+
+    async def _recheck_cancels(self) -> None:
+        """Cancels requested while this process was not listening (its connection was lost)."""
+        waiting = list(self.ctx.cancels)
+        if not waiting:
+            return
+        try:
+            requested = await gen_db.cancel_requested_among(self.ctx.db, waiting)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            log.warning("cancel requests not re-read", error=str(error))
+            return
+        for job_id in requested:
+            if job_id in self.ctx.cancels:
+                self.ctx.cancels[job_id].set()
 
     def _on_cancel_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         with contextlib.suppress(ValueError):
@@ -135,10 +165,15 @@ class Orchestrator:
             if job_id in self.ctx.cancels:
                 self.ctx.cancels[job_id].set()
 
-    async def _sleep_until(self, event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+    async def _sleep_until(self, event: asyncio.Event, seconds: float) -> bool:
+        """Until `event` is set (True) or `seconds` passed (False)."""
+        woken = True
+        try:
             await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            woken = False
         event.clear()
+        return woken
 
     async def _guard(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
         try:
@@ -154,28 +189,101 @@ class Orchestrator:
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
             await self._guard("dispatch", self.dispatch_once)
-            await self._sleep_until(self.dispatch_wakeup, IDLE_WAKE_S)
+            if not await self._sleep_until(self.dispatch_wakeup, IDLE_WAKE_S):
+                self._dispatch_due = True  # the fallback for a missed NOTIFY
 
     async def dispatch_once(self) -> int:
-        """Start as many queued jobs as there are free backend slots; returns how many."""
+        """Start as many queued jobs as there are free backend slots; returns how many.
+
+        One round reads the head of the queue (as many jobs as there are free slots, plus a
+        few) and gives each job, in fair order, to the least-loaded free backend that has its
+        workflow's nodes."""
+        if not self._dispatch_due:
+            return 0
+        self._dispatch_due = False  # a NOTIFY arriving from now on sets it again
         started = 0
         limit = self.ctx.settings.comfyui_max_in_flight
         while True:
-            load = await gen_db.in_flight_by_backend(self.ctx.db)
+            # Both reads at once (one round trip of latency, not two): the head is sized by
+            # the load seen last; a guess too small only costs another round.
+            wanted = self._free_slots(self._load, limit) + DISPATCH_LOOKAHEAD
+            load, head = await asyncio.gather(
+                gen_db.in_flight_by_backend(self.ctx.db),
+                gen_db.queue_head(self.ctx.db, wanted),
+            )
+            self._load = load  # kept up to date by the claims below
             free = [b for b in self.backends.usable() if load.get(b.url, 0) < limit]
             if not free:
+                self._dispatch_due = True  # jobs may be waiting: a freed slot takes the next
                 return started
-            free.sort(key=lambda b: load.get(b.url, 0))
-            claimed = None
-            for backend in free:
-                claimed = await self._claim_for(backend.url, sorted(backend.missing), limit)
-                if claimed is not None:
-                    self._start_runner(claimed, resume=False)
-                    self.queue_changed.set()  # everyone behind it moved up
-                    started += 1
+            claimed, skipped = await self._claim_head(head, free, load, limit)
+            if skipped:
+                claimed += await self._claim_excluding(free, load, limit)
+            started += claimed
+            more = len(head) >= wanted
+            if skipped or more:
+                self._dispatch_due = True
+            if claimed == 0 or not more:
+                return started
+
+    def _free_slots(self, load: dict[str, int], limit: int) -> int:
+        return sum(max(0, limit - load.get(b.url, 0)) for b in self.backends.usable())
+
+    async def _claim_head(
+        self,
+        head: list[gen_db.QueuedJob],
+        free: list[BackendHandle],
+        load: dict[str, int],
+        limit: int,
+    ) -> tuple[int, int]:
+        """Claim the jobs of `head` in order; returns (claimed, left queued)."""
+        claimed = skipped = 0
+        for job in head:
+            if job.workflow not in self.ctx.registry:
+                await self._fail_unknown_workflow(job.id, job.workflow)
+                continue
+            options = [b for b in free if load.get(b.url, 0) < limit and b.supports(job.workflow)]
+            if not options:
+                skipped += 1
+                continue
+            backend = min(options, key=lambda b: load.get(b.url, 0))
+            if await self._claim(job.id, backend.url, limit) is None:
+                # Taken or cancelled meanwhile, or the backend filled up (another process).
+                load[backend.url] = (await gen_db.in_flight_by_backend(self.ctx.db)).get(
+                    backend.url, 0
+                )
+                skipped += 1
+                continue
+            load[backend.url] = load.get(backend.url, 0) + 1
+            claimed += 1
+        return claimed, skipped
+
+    async def _claim_excluding(
+        self, free: list[BackendHandle], load: dict[str, int], limit: int
+    ) -> int:
+        """Jobs left queued because no free backend runs them can hide the ones that could
+        run: each backend with slots left reads the queue without the workflows it lacks."""
+        claimed = 0
+        for backend in sorted(free, key=lambda b: load.get(b.url, 0)):
+            if not backend.missing:
+                continue
+            while load.get(backend.url, 0) < limit:
+                job = await self._claim_for(backend.url, sorted(backend.missing), limit)
+                if job is None:
                     break
-            if claimed is None:
-                return started
+                load[backend.url] = load.get(backend.url, 0) + 1
+                claimed += 1
+        return claimed
+
+    async def _claim(self, job_id: UUID, url: str, limit: int) -> Generation | None:
+        job = await gen_db.claim(
+            self.ctx.db, job_id, backend=url, owner=self.ctx.owner, max_in_flight=limit
+        )
+        if job is not None:
+            self.ctx.publish_state(job)
+            self._start_runner(job, resume=False)
+            self.queue_changed.set()  # everyone behind it moved up
+        return job
 
     # -- queue positions --------------------------------------------------------------------
 
@@ -188,7 +296,7 @@ class Orchestrator:
     async def publish_queue(self) -> int:
         """Publish a `queue` event (position, ETA) for every queued job whose position
         changed since the last round; returns how many were published."""
-        queued = await gen_db.next_queued(self.ctx.db, QUEUE_EVENTS_LIMIT)
+        queued = await gen_db.queue_head(self.ctx.db, QUEUE_EVENTS_LIMIT)
         slots = len(self.backends.usable()) * self.ctx.settings.comfyui_max_in_flight
         waiting = slots == 0  # no GPU server up: say so, and no ETA we cannot keep
         positions: dict[UUID, tuple[int, bool]] = {}
@@ -210,32 +318,32 @@ class Orchestrator:
                 )
             )
             published += 1
+            if published % QUEUE_EVENTS_BATCH == 0:
+                await asyncio.sleep(0)  # a thousand events: let the loop breathe in between
         self._positions = positions
         return published
 
     async def _claim_for(self, url: str, excluded: list[str], limit: int) -> Generation | None:
-        for candidate in await gen_db.next_queued(self.ctx.db, 8, exclude_workflows=excluded):
+        head = await gen_db.queue_head(self.ctx.db, DISPATCH_LOOKAHEAD, exclude_workflows=excluded)
+        for candidate in head:
             if candidate.workflow not in self.ctx.registry:
-                await self._fail_unknown_workflow(candidate)
+                await self._fail_unknown_workflow(candidate.id, candidate.workflow)
                 continue
-            job = await gen_db.claim(
-                self.ctx.db, candidate.id, backend=url, owner=self.ctx.owner, max_in_flight=limit
-            )
+            job = await self._claim(candidate.id, url, limit)
             if job is not None:
-                self.ctx.publish_state(job)
                 return job
             in_flight = (await gen_db.in_flight_by_backend(self.ctx.db)).get(url, 0)
             if in_flight >= limit:
                 return None
         return None
 
-    async def _fail_unknown_workflow(self, job: Generation) -> None:
+    async def _fail_unknown_workflow(self, job_id: UUID, workflow: str) -> None:
         with contextlib.suppress(IllegalTransition):
             failed = await gen_db.transition(
                 self.ctx.db,
-                job.id,
+                job_id,
                 JobState.FAILED,
-                error=f"The workflow {job.workflow} is not installed.",
+                error=f"The workflow {workflow} is not installed.",
             )
             self.ctx.publish_state(failed)
 
@@ -325,9 +433,20 @@ class Orchestrator:
                 self.ctx.db, job.id, owner=self.ctx.owner, previous=job.lease_owner
             ):
                 continue
-            task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.id}")
-            self.deliveries[job.id] = task
-            task.add_done_callback(self._delivery_finished(job.id))
+            self._start_delivery(job)
+
+    def _hand_off(self, job: Generation) -> None:
+        """A runner of this process finished `job` and kept its lease: deliver it now, with
+        no NOTIFY, no list of deliverable jobs and no adoption (if this process dies first,
+        its lease is dead and any process delivers the job)."""
+        if self._stopping:
+            return  # delivered by the next process (or this one after a restart)
+        self._start_delivery(job)
+
+    def _start_delivery(self, job: Generation) -> None:
+        task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.id}")
+        self.deliveries[job.id] = task
+        task.add_done_callback(self._delivery_finished(job.id))
 
     def _delivery_finished(self, job_id: UUID) -> Callable[[asyncio.Task[None]], None]:
         def finished(_task: asyncio.Task[None]) -> None:

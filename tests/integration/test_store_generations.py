@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -113,7 +115,8 @@ async def test_create_writes_queued_row_and_event(db: Database, conn: asyncpg.Co
     assert events[0].generation_id == job.id
 
     got = {await asyncio.wait_for(notified.get(), 5) for _ in range(2)}
-    assert got == {str(parent.id), str(job.id)}
+    assert got == {f"queued {parent.id}", f"queued {job.id}"}
+    assert {gens.notice_state(payload) for payload in got} == {JobState.QUEUED}
 
     # A failed insert leaves neither a row nor an event behind.
     with pytest.raises(asyncpg.UniqueViolationError):
@@ -746,3 +749,115 @@ async def test_find_by_result_message(db: Database) -> None:
     assert found is not None and found.id == other.id
     assert await gens.find_by_result_message(db.pool, OTHER_CHAT, 77) is None  # other chat
     assert await gens.find_by_result_message(db.pool, CHAT, 1) is None
+
+
+# --- one-statement transitions: cancel guard, kept lease, notices -------------------------------
+
+
+@pytest.mark.usefixtures("world")
+async def test_transition_unless_cancelled_refuses_after_a_cancel_request(
+    db: Database, conn: asyncpg.Connection
+) -> None:
+    notified: asyncio.Queue[str] = asyncio.Queue()
+    await conn.add_listener("animebot_queue", lambda *args: notified.put_nowait(args[3]))
+    job = await _job(db)
+    await _drive(db, job.id, [JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING])
+    before = await _snapshot(db, job.id)
+    assert await gens.request_cancel(db.pool, job.id) is not None
+    with pytest.raises(gens.CancelRequested):
+        await gens.transition(db.pool, job.id, JobState.DELIVERING, unless_cancelled=True)
+    after, events = await _snapshot(db, job.id)
+    assert after.status is JobState.POSTPROCESSING and events == before[1]  # nothing written
+    # Without the guard (the cancel path itself) the same job still moves.
+    cancelled = await gens.transition(db.pool, job.id, JobState.CANCELLED)
+    assert cancelled.status is JobState.CANCELLED
+    # An illegal move stays an IllegalTransition, not a cancel.
+    with pytest.raises(IllegalTransition) as caught:
+        await gens.transition(db.pool, job.id, JobState.DELIVERING, unless_cancelled=True)
+    assert not isinstance(caught.value, gens.CancelRequested)
+    seen: list[str] = []
+    while not notified.empty():
+        seen.append(notified.get_nowait())
+    assert f"cancelled {job.id}" in seen and f"delivering {job.id}" not in seen
+
+
+@pytest.mark.usefixtures("world")
+async def test_delivering_with_kept_lease_is_not_announced_nor_deliverable_while_owner_lives(
+    db: Database, conn: asyncpg.Connection
+) -> None:
+    notified: asyncio.Queue[str] = asyncio.Queue()
+    await conn.add_listener("animebot_queue", lambda *args: notified.put_nowait(args[3]))
+    kept, released = await _job(db), await _job(db, requester=BOB)
+    for job in (kept, released):
+        claimed = await gens.claim(db.pool, job.id, backend=GPU1, owner=OWNER, max_in_flight=5)
+        assert claimed is not None
+        await gens.transition(db.pool, job.id, JobState.POSTPROCESSING, progress=1.0)
+    mine = await gens.transition(db.pool, kept.id, JobState.DELIVERING, keep_owner=True)
+    other = await gens.transition(db.pool, released.id, JobState.DELIVERING)
+    assert (mine.lease_owner, other.lease_owner) == (OWNER, None)
+    assert mine.progress == 1.0 and mine.delivering_at is not None
+    events = await gens.list_events(db.pool, kept.id)
+    assert [e.to_status for e in events][-2:] == ["postprocessing", "delivering"]
+    # A live owner keeps it; once the owner is gone, anyone may take it.
+    assert [j.id for j in await gens.list_deliverable(db.pool, [OWNER])] == [released.id]
+    assert {j.id for j in await gens.list_deliverable(db.pool, [])} == {kept.id, released.id}
+    payloads: list[str] = []
+    async with asyncio.timeout(5):
+        while f"delivering {released.id}" not in payloads:
+            payloads.append(await notified.get())
+    assert f"delivering {kept.id}" not in payloads
+    assert {gens.notice_state(p) for p in payloads} <= {
+        JobState.QUEUED,
+        JobState.POSTPROCESSING,
+        JobState.DELIVERING,
+    }
+    assert gens.notice_state("garbage") is None
+
+
+@pytest.mark.usefixtures("world")
+async def test_claim_in_one_statement_writes_history_and_served_time(db: Database) -> None:
+    job = await _job(db)
+    claimed = await gens.claim(db.pool, job.id, backend=GPU1, owner=OWNER, max_in_flight=1)
+    assert claimed is not None and claimed.attempts == 1
+    (_queued, submitted) = await gens.list_events(db.pool, job.id)
+    assert (submitted.from_status, submitted.to_status) == ("queued", "submitted")
+    assert submitted.detail == {"backend": GPU1, "attempt": 1}
+    served = await db.pool.fetchval("SELECT last_served_at FROM users WHERE id = $1", ALICE)
+    assert served is not None
+    # The backend is full now: the next claim changes nothing at all.
+    second = await _job(db, requester=BOB)
+    assert await gens.claim(db.pool, second.id, backend=GPU1, owner=OWNER, max_in_flight=1) is None
+    assert (await gens.require_generation(db.pool, second.id)).status is JobState.QUEUED
+    assert len(await gens.list_events(db.pool, second.id)) == 1
+    assert await db.pool.fetchval("SELECT last_served_at FROM users WHERE id = $1", BOB) is None
+    head = await gens.queue_head(db.pool, 10)
+    assert [(q.id, q.chat_id, q.kind, q.workflow) for q in head] == [
+        (second.id, CHAT, JobKind.IMAGE, "txt2img")
+    ]
+    assert await gens.cancel_requested_among(db.pool, [job.id, second.id]) == []
+    await gens.request_cancel(db.pool, second.id)
+    assert await gens.cancel_requested_among(db.pool, [job.id, second.id]) == [second.id]
+
+
+@pytest.mark.usefixtures("world")
+async def test_queue_position_counts_the_same_order_as_the_full_ranking(db: Database) -> None:
+    """`queue_position` (counted per requester) agrees with `queue_positions` (the window over
+    the whole queue) for every job: mixed turns, served and never-served requesters, equal
+    served times, a cancel request and a dispatched job in the middle."""
+    rng = random.Random(6)
+    people_ids = [ALICE, BOB, CAROL, *range(900, 906)]
+    for uid in people_ids[3:]:
+        await people.upsert_user(db.pool, uid, first_name=f"u{uid}")
+    jobs = [await _job(db, requester=rng.choice(people_ids)) for _ in range(60)]
+    same = datetime(2024, 1, 1, tzinfo=UTC)
+    await db.pool.execute(
+        "UPDATE users SET last_served_at = CASE WHEN id % 3 = 0 THEN NULL"
+        " WHEN id % 3 = 1 THEN $1::timestamptz ELSE now() - make_interval(secs => id) END",
+        same,
+    )
+    await gens.request_cancel(db.pool, jobs[7].id)
+    await gens.claim(db.pool, jobs[20].id, backend=GPU1, owner=OWNER, max_in_flight=10)
+    ranking = await gens.queue_positions(db.pool)
+    assert len(ranking) == 58
+    for job in jobs:
+        assert await gens.queue_position(db.pool, job.id) == ranking.get(job.id), job.id
