@@ -62,6 +62,7 @@ log = get_logger(__name__)
 EXTRAS_KEY = "bot.live"
 _MEMORY = 5000  # finished jobs / taken-over messages remembered
 _EARLY_EVENTS = 20  # events kept per job whose message is not posted yet
+_BATCH = 500  # events folded in before their messages are submitted
 _UNKNOWN_TTL = 10.0  # seconds a job without a progress message is not looked up again
 
 MessageKey = tuple[int, int]
@@ -124,6 +125,8 @@ class LiveProgress:
         self._task: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
+        # While a batch of events is folded in: the messages to submit at its end.
+        self._deferred: dict[UUID, Tracked] | None = None
         self.errors = 0  # events whose handling failed (logged)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -153,7 +156,18 @@ class LiveProgress:
         async with self.runtime.events.subscribe() as queue:
             self._subscribed.set()
             while True:
-                event = await queue.get()
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < _BATCH:
+                    batch.append(queue.get_nowait())
+                await self._handle_batch(batch)
+
+    async def _handle_batch(self, batch: list[JobEvent]) -> None:
+        """Fold every waiting event in, then submit each changed message once: a burst of a
+        job's progress events costs one rendering of its text, not one per event (the editor
+        would keep only the newest anyway). Final states are submitted at once, in order."""
+        self._deferred = {}
+        try:
+            for event in batch:
                 try:
                     await self.handle(event)
                 except asyncio.CancelledError:
@@ -163,6 +177,11 @@ class LiveProgress:
                     log.exception(
                         "progress event failed", job_id=str(event.job_id), type=event.type
                     )
+        finally:
+            deferred, self._deferred = self._deferred, None
+            for tracked in deferred.values():
+                if self._tracked.get(tracked.job_id) is tracked:
+                    self._submit(tracked)
 
     # -- posting -------------------------------------------------------------------------------
     def expect(self, job_id: UUID) -> None:
@@ -356,6 +375,11 @@ class LiveProgress:
 
     def _submit(self, tracked: Tracked) -> None:
         final = tracked.state.phase.final
+        if self._deferred is not None:
+            if not final:
+                self._deferred[tracked.job_id] = tracked
+                return
+            self._deferred.pop(tracked.job_id, None)  # superseded by the final state
         if final:
             self._tracked.pop(tracked.job_id, None)
             self._finished.remember(tracked.job_id)

@@ -12,9 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.comfy.protocol import OutputRef
-from core.media.images import telegram_photo
-from core.media.metadata import GenerationMeta, write_generation_metadata
-from core.media.probe import probe
+from core.media.images import atomic_write, build_telegram_photo, stored_size
+from core.media.metadata import GenerationMeta, embed_metadata_bytes
 from core.media.video import prepare_video
 from core.models import Generation, JobKind
 from core.music.mix import mix_soundtrack
@@ -77,25 +76,48 @@ async def process_output(
                 spec, SoundtrackChoice.from_json(job.soundtrack), settings
             )
         return spec
-    ext = downloaded.suffix.lower()
-    original = downloaded.with_name(f"{index:02d}_original{ext}")
-    await asyncio.to_thread(downloaded.replace, original)
-    if ext in (".png", ".jpg", ".jpeg"):
-        await write_generation_metadata(original, meta_for(job))
-    photo = await telegram_photo(original, out_dir / f"{index:02d}_telegram.jpg")
-    info = await probe(original, count_frames=False)
+    files = await asyncio.to_thread(_image_files, downloaded, index, out_dir, meta_for(job))
     return OutputSpec(
         kind=JobKind.IMAGE,
-        file_path=original,
-        delivery_path=photo.path,
+        file_path=files.original,
+        delivery_path=files.photo,
         thumbnail_path=None,
-        mime=_IMAGE_MIME.get(ext, "application/octet-stream"),
-        size_bytes=original.stat().st_size,
-        sha256=await asyncio.to_thread(sha256_of, original),
-        width=info.width,
-        height=info.height,
+        mime=_IMAGE_MIME.get(files.original.suffix, "application/octet-stream"),
+        size_bytes=files.size_bytes,
+        sha256=files.sha256,
+        width=files.width,
+        height=files.height,
         duration_s=None,
     )
+
+
+@dataclass(frozen=True)
+class _ImageFiles:
+    original: Path
+    photo: Path
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
+
+
+def _image_files(downloaded: Path, index: int, out_dir: Path, meta: GenerationMeta) -> _ImageFiles:
+    """The kept original (with `meta` for PNG/JPEG) and the Telegram JPEG of one image, in one
+    pass over bytes in memory (blocking: one thread hop instead of one per step)."""
+    ext = downloaded.suffix.lower()
+    original = downloaded.with_name(f"{index:02d}_original{ext}")
+    data = downloaded.read_bytes()
+    if ext in (".png", ".jpg", ".jpeg"):
+        data = embed_metadata_bytes(data, meta)
+        atomic_write(original, data)
+        downloaded.unlink(missing_ok=True)
+    else:
+        downloaded.replace(original)
+    photo_bytes, _size = build_telegram_photo(data)
+    photo = out_dir / f"{index:02d}_telegram.jpg"
+    atomic_write(photo, photo_bytes)
+    width, height = stored_size(data)  # as stored, like probe() reports it
+    return _ImageFiles(original, photo, len(data), hashlib.sha256(data).hexdigest(), width, height)
 
 
 async def _with_soundtrack(

@@ -80,6 +80,12 @@ def atomic_write(dest: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def stored_size(source: Path | bytes) -> tuple[int, int]:
+    """Width and height as stored (no EXIF rotation), from the header only (blocking)."""
+    with open_image(source) as image:
+        return image.size
+
+
 def load_output_image(source: Path | bytes, max_pixels: int) -> Image.Image:
     """Open and decode a generated image (first frame of an animation), EXIF-upright."""
     name = source.name if isinstance(source, Path) else "image"

@@ -19,6 +19,7 @@ WHITE: Background = (255, 255, 255)
 BLACK: Background = (0, 0, 0)
 
 _SRGB_ICC: bytes | None = None
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 def open_image(
@@ -84,7 +85,10 @@ def to_rgb(image: Image.Image, background: Background = WHITE) -> tuple[Image.Im
 
 
 def exif_transposed(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation to the pixels (and reset the tag)."""
+    """Apply the EXIF orientation to the pixels (and reset the tag); an upright image is
+    returned as is (Pillow would copy its pixels)."""
+    if image.getexif().get(_ORIENTATION, 1) not in range(2, 9):
+        return image
     transposed = ImageOps.exif_transpose(image)
     return transposed if transposed is not None else image
 
