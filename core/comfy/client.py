@@ -16,7 +16,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -46,6 +46,12 @@ class SubmitResult:
 class QueueState:
     running_ids: tuple[str, ...]
     pending_ids: tuple[str, ...]
+    # prompt id -> the WebSocket client id it was submitted with (ComfyUI sends that prompt's
+    # events to that client only); prompts submitted without one are not listed.
+    client_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def client_of(self, prompt_id: str) -> str | None:
+        return self.client_ids.get(prompt_id)
 
     def __contains__(self, prompt_id: object) -> bool:
         return prompt_id in self.running_ids or prompt_id in self.pending_ids
@@ -96,6 +102,18 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a shared result's exception as seen (its callers may all have been cancelled)."""
     if not future.cancelled():
         future.exception()
+
+
+def _client_ids(data: Mapping[str, Any]) -> dict[str, str]:
+    """prompt id -> client id of the `/queue` items (`[number, id, prompt, extra_data, ...]`)."""
+    found: dict[str, str] = {}
+    for key in ("queue_running", "queue_pending"):
+        for item in data.get(key, []):
+            extra = item[3] if len(item) > 3 else None
+            client = extra.get("client_id") if isinstance(extra, dict) else None
+            if isinstance(client, str) and client:
+                found[str(item[1])] = client
+    return found
 
 
 class ComfyClient:
@@ -299,6 +317,7 @@ class ComfyClient:
         return QueueState(
             running_ids=tuple(pid for _, pid in running),
             pending_ids=tuple(pid for _, pid in pending),
+            client_ids=_client_ids(data),
         )
 
     async def delete_from_queue(self, prompt_ids: Iterable[str]) -> None:

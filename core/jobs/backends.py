@@ -64,6 +64,8 @@ class BackendPool:
         self._urls = urls
         self.handles: dict[str, BackendHandle] = {}
         self.changed = asyncio.Event()
+        # Sockets under another process's client id (backend url, client id) -> (socket, users)
+        self._guests: dict[tuple[str, str], tuple[ComfySocket, int]] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
@@ -76,10 +78,38 @@ class BackendPool:
             await sock.start()
 
     async def close(self) -> None:
+        for guest, _users in self._guests.values():
+            await guest.close()
+        self._guests.clear()
         for handle in self.handles.values():
             await handle.socket.close()
         if self._session is not None:
             await self._session.close()
+
+    async def guest_socket(self, url: str, client_id: str) -> ComfySocket:
+        """A socket under `client_id`, the id a process that died submitted its prompts with:
+        ComfyUI sends a prompt's events to the socket of its client id, and lets a new
+        connection take an id over. Shared by every runner following such a prompt; give it
+        back with `release_guest`."""
+        key = (url, client_id)
+        sock, users = self._guests.get(key) or (ComfySocket(url, client_id, self._session), 0)
+        self._guests[key] = (sock, users + 1)
+        if users == 0:
+            log.info("following a previous process's prompts", backend=url)
+            await sock.start()
+        return sock
+
+    async def release_guest(self, url: str, client_id: str) -> None:
+        key = (url, client_id)
+        found = self._guests.get(key)
+        if found is None:
+            return
+        sock, users = found
+        if users > 1:
+            self._guests[key] = (sock, users - 1)
+            return
+        del self._guests[key]
+        await sock.close()
 
     def get(self, url: str) -> BackendHandle | None:
         return self.handles.get(url)

@@ -3,7 +3,9 @@
 The runner ends with the job `delivering` (then a process that talks to the chat delivers it),
 `failed` with a short reason, `cancelled`, or back in `queued` when its backend was lost. It is
 also how a job is resumed after a restart (`resume=True`): history is read before anything is
-submitted again, so a job that finished meanwhile is completed, never run twice.
+submitted again, so a job that finished meanwhile is completed, never run twice. A prompt still
+in ComfyUI's queue sends its events to the client id it was submitted with (read from
+`/queue`): the runner takes that id over with a guest socket, so its progress goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncpg
 
 from core.comfy import protocol as p
 from core.comfy.protocol import Event
+from core.comfy.socket import ComfySocket
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.errors import (
@@ -44,6 +47,7 @@ T = TypeVar("T")
 
 POLL_INTERVAL_S = 2.0  # /history polling while our prompt's events cannot reach us
 SAFETY_POLL_S = 30.0  # while they can (the backend's WebSocket is up): a slow safety net
+GUEST_CONNECT_S = 5.0  # taking over a previous process's client id: its socket's connect wait
 HISTORY_RETRIES = 10
 MAX_RESUBMITS = 2
 PROGRESS_WRITE_INTERVAL_S = 1.0
@@ -93,8 +97,12 @@ class JobRunner:
         self.pid = str(job.id)
         self.running_marked = job.status is JobState.RUNNING
         self.resubmits = 0
-        # True once we submitted the prompt with our socket's client id: its events come here.
+        # True once we submitted the prompt with our socket's client id, or follow the socket
+        # of the client id a previous process submitted it with: its events come here.
         self.events_here = False
+        self.events_socket: ComfySocket = backend.socket
+        self.foreign_client: str | None = None  # client id of a previous process's prompt
+        self.poll_first = False  # poll before waiting for events (they may have been missed)
         self._jitter = random.uniform(0.8, 1.2)  # runners do not all poll in the same second
         # The first write waits too: a job of a few seconds gets its bar from the transitions.
         self._last_progress_write = time.monotonic()
@@ -183,10 +191,36 @@ class JobRunner:
         try:
             entry = await self._start_or_resume(prompt, queue)
             if entry is None:
+                queue = await self._follow_previous_process(queue)
                 entry = await self._track(prompt, queue, model)
         finally:
             self.backend.socket.unsubscribe(self.pid)
+            await self._stop_following()
         await self._finish(entry)
+
+    async def _follow_previous_process(self, queue: asyncio.Queue[Event]) -> asyncio.Queue[Event]:
+        """A resumed prompt sends its events to the client id it was submitted with: take that
+        id over (a guest socket) so the progress goes on; poll once, since events sent before
+        the guest connected are lost. Without a foreign client id: `queue`, unchanged."""
+        client_id = self.foreign_client
+        if client_id is None or client_id == self.backend.socket.client_id:
+            return queue
+        guest = await self.ctx.backends.guest_socket(self.backend.url, client_id)
+        self.events_socket = guest
+        guest_queue = guest.subscribe(self.pid)
+        if await guest.wait_connected(GUEST_CONNECT_S):
+            self.events_here = True
+            log.info("following the resumed prompt's events")
+        self.poll_first = True
+        return guest_queue
+
+    async def _stop_following(self) -> None:
+        guest = self.events_socket
+        if guest is self.backend.socket:
+            return
+        guest.unsubscribe(self.pid)
+        self.events_socket = self.backend.socket
+        await self.ctx.backends.release_guest(self.backend.url, guest.client_id)
 
     async def _build_prompt(self, workflow: Any) -> dict[str, Any]:
         params = {k: v for k, v in self.job.params.items() if k in workflow.params}
@@ -233,7 +267,9 @@ class JobRunner:
         try:
             if await self.backend.client.history(self.pid) is not None:
                 return "finished"
-            if self.pid in await self.backend.client.queue():
+            queued = await self.backend.client.queue()
+            if self.pid in queued:
+                self.foreign_client = queued.client_of(self.pid)
                 return "queued"
             # It may have finished between the two reads.
             if await self.backend.client.history(self.pid) is not None:
@@ -251,7 +287,8 @@ class JobRunner:
         except ComfyUnavailable as error:
             self._unreachable(error)
             raise BackendLost(f"submit failed: {error}") from error
-        self.events_here = True
+        # Its events come to our own socket; a guest socket (if any) will not see them.
+        self.events_here = self.events_socket is self.backend.socket
         log.info("prompt submitted")
 
     async def _track(
@@ -261,6 +298,8 @@ class JobRunner:
         deadline = started + self.ctx.timeout_for(self.job)
         cancel = self.ctx.cancel_event(self.job.id)
         last_poll = last_cancel_check = time.monotonic()
+        if self.poll_first:
+            last_poll -= POLL_INTERVAL_S + SAFETY_POLL_S
         while True:
             interval = self.poll_interval()
             # The NOTIFY sets `cancel` at once (and the orchestrator re-reads every flag when
@@ -295,12 +334,12 @@ class JobRunner:
     def poll_interval(self) -> float:
         """How long tracking trusts the WebSocket before it reads `/history` itself.
 
-        Our prompt's events come to this process's socket while it is connected (a prompt
-        submitted by a process that died sends them to that process's socket): then only a
-        slow safety poll runs, and a reconnection (events may have been lost) polls at once.
+        Our prompt's events come to the socket we follow while it is connected (ours, or the
+        guest socket under the client id of the process that submitted it and died): then only
+        a slow safety poll runs, and a reconnection (events may have been lost) polls at once.
         Otherwise, `POLL_INTERVAL_S`. A thousand prompts waiting in ComfyUI queues would
         otherwise cost a thousand `/history` + `/queue` reads every 2 s."""
-        if self.events_here and self.backend.socket.is_connected:
+        if self.events_here and self.events_socket.is_connected:
             return SAFETY_POLL_S * self._jitter
         return POLL_INTERVAL_S
 

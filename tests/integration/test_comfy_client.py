@@ -407,6 +407,8 @@ async def test_queue_listing_and_delete(env: Env) -> None:
         assert result.prompt_id == prompt_id
     state = await env.client.queue()
     assert state.running_ids == () and state.pending_ids == tuple(ids)
+    assert [state.client_of(prompt_id) for prompt_id in ids] == [env.client_id] * 3
+    assert state.client_of("unknown-id") is None
     assert await env.client.history(ids[0]) is None
     await env.client.delete_from_queue([ids[1], "unknown-id"])
     assert (await env.client.queue()).pending_ids == (ids[0], ids[2])
