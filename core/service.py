@@ -175,21 +175,17 @@ class StudioService:
                 f"chat {actor.chat_id} not in ALLOWED_CHAT_IDS",
                 user_message="This bot is not enabled in this chat.",
             )
-        async with transaction(self.db) as conn:
-            user = await people.upsert_user(
-                conn,
-                actor.user_id,
-                first_name=actor.first_name,
-                username=actor.username,
-                language_code=actor.language_code,
-            )
-            chat = await people.upsert_chat(
-                conn,
-                actor.chat_id,
-                actor.chat_type,
-                title=actor.chat_title,
-                is_forum=actor.is_forum,
-            )
+        user, chat = await people.seen(
+            self.db,
+            user_id=actor.user_id,
+            first_name=actor.first_name,
+            username=actor.username,
+            language_code=actor.language_code,
+            chat_id=actor.chat_id,
+            chat_type=actor.chat_type,
+            title=actor.chat_title,
+            is_forum=actor.is_forum,
+        )
         if not self.policy.user_allowed(user.id, user.role):
             raise AccessDenied(
                 f"user {user.id} is banned", user_message="You are not allowed to use this bot."

@@ -127,6 +127,50 @@ async def upsert_chat(
     return Chat.from_record(row)  # type: ignore[no-any-return]
 
 
+_SEEN = """
+WITH u AS (
+    INSERT INTO users (id, username, first_name, language_code)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (id) DO UPDATE SET
+        username = EXCLUDED.username,
+        first_name = EXCLUDED.first_name,
+        last_name = NULL,
+        language_code = EXCLUDED.language_code,
+        last_seen_at = now()
+    RETURNING *
+), c AS (
+    INSERT INTO chats (id, type, title, is_forum)
+    VALUES ($5, $6, $7, $8)
+    ON CONFLICT (id) DO UPDATE SET
+        type = EXCLUDED.type,
+        title = EXCLUDED.title,
+        is_forum = EXCLUDED.is_forum,
+        last_seen_at = now()
+    RETURNING *
+)
+SELECT (SELECT to_json(u) FROM u) AS user_row, (SELECT to_json(c) FROM c) AS chat_row
+"""
+
+
+async def seen(
+    db: Executor,
+    *,
+    user_id: int,
+    first_name: str,
+    username: str | None,
+    language_code: str | None,
+    chat_id: int,
+    chat_type: ChatType,
+    title: str | None,
+    is_forum: bool,
+) -> tuple[User, Chat]:
+    """Both upserts of an update's user and chat, in one statement (one round trip)."""
+    values = (user_id, username, first_name, language_code)
+    row = await db.fetchrow(_SEEN, *values, chat_id, chat_type.value, title, is_forum)
+    assert row is not None
+    return User.from_record(row["user_row"]), Chat.from_record(row["chat_row"])
+
+
 async def get_chat(db: Executor, chat_id: int) -> Chat | None:
     row = await db.fetchrow("SELECT * FROM chats WHERE id = $1", chat_id)
     return None if row is None else Chat.from_record(row)

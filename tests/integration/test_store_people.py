@@ -223,3 +223,44 @@ async def test_update_chat_settings(db: Database) -> None:
         await people.update_chat_settings(db.pool, 2, video_seconds=31)
     chat = await people.get_chat(db.pool, 2)
     assert chat is not None and chat.aspect_ratio == "1:1" and chat.video_seconds == 3
+
+
+async def test_seen_upserts_the_user_and_the_chat_in_one_statement(db: Database) -> None:
+    user, chat = await people.seen(
+        db.pool,
+        user_id=7,
+        first_name="Mio",
+        username="mio",
+        language_code="ru",
+        chat_id=-100,
+        chat_type=ChatType.SUPERGROUP,
+        title="Studio",
+        is_forum=True,
+    )
+    assert (user.id, user.first_name, user.username, user.language_code) == (7, "Mio", "mio", "ru")
+    assert user.role is Role.USER and user.created_at == user.last_seen_at
+    assert (chat.id, chat.type, chat.title, chat.is_forum) == (
+        -100,
+        ChatType.SUPERGROUP,
+        "Studio",
+        True,
+    )
+    assert await people.set_role(db.pool, 7, Role.BANNED) is not None
+
+    again, chat_again = await people.seen(
+        db.pool,
+        user_id=7,
+        first_name="Mio 2",
+        username=None,
+        language_code=None,
+        chat_id=-100,
+        chat_type=ChatType.SUPERGROUP,
+        title="Studio renamed",
+        is_forum=False,
+    )
+    assert (again.first_name, again.username, again.role) == ("Mio 2", None, Role.BANNED)
+    assert again.last_seen_at > user.last_seen_at and again.created_at == user.created_at
+    assert (chat_again.title, chat_again.is_forum) == ("Studio renamed", False)
+    assert chat_again.created_at == chat.created_at
+    assert await people.get_user(db.pool, 7) == again
+    assert await people.get_chat(db.pool, -100) == chat_again
