@@ -18,20 +18,16 @@ sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of e
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-
 from bot.app import run_bot
 from core.runtime import Runtime
 from core.settings import Settings, load_settings
+from tests.fakes.balancer import Planned
 from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, JSONDict, StoredMessage
 from tests.fault.procs import free_port
 
@@ -228,61 +224,6 @@ WEBHOOK_SECRET = "cluster-test-secret_0123456789"
 WEBHOOK_PATH = "telegram"
 
 
-class Balancer:
-    """The load balancer in front of the bots: each update goes to the bot the test chose for
-    it (in the order the updates were sent; a retried update goes to the same bot)."""
-
-    def __init__(self) -> None:
-        self.plan: deque[int] = deque()
-        self.assigned: dict[int, int] = {}
-        self.handled: list[tuple[int, int]] = []  # (update id, port) answered 200
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post(f"/{WEBHOOK_PATH}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/{WEBHOOK_PATH}"
-        self._session = aiohttp.ClientSession()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        assert self._session is not None
-        body = await request.read()
-        update_id = int(json.loads(body)["update_id"])
-        if update_id not in self.assigned:
-            if not self.plan:
-                return web.Response(status=500, text="no bot chosen for this update")
-            self.assigned[update_id] = self.plan.popleft()
-        port = self.assigned[update_id]
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")
-        }
-        try:
-            async with self._session.post(
-                f"http://127.0.0.1:{port}/{WEBHOOK_PATH}", data=body, headers=headers
-            ) as answer:
-                status = answer.status
-        except aiohttp.ClientError:
-            status = 502  # that bot is still starting: Telegram retries
-        if status == 200:
-            self.handled.append((update_id, port))
-        return web.Response(status=status)
-
-
 def port_of(bot: BotHarness) -> int:
     return bot.settings.telegram_webhook_port
 
@@ -292,7 +233,7 @@ class Cluster:
 
     def __init__(self, fake: FakeTelegram, comfy_url: str, dsn: str, data_dir: Path) -> None:
         self.fake, self.comfy_url, self.dsn, self.data_dir = fake, comfy_url, dsn, data_dir
-        self.balancer = Balancer()
+        self.balancer = Planned(WEBHOOK_PATH)
         self.bots: list[BotHarness] = []
 
     async def start_bot(self, **overrides: Any) -> BotHarness:

@@ -1,7 +1,7 @@
 """Two `animebot run` processes in webhook mode plus two `animebot worker` processes, on one
 PostgreSQL and two ComfyUI backends: each of 30 jobs runs once and is delivered once.
 
-The fake Telegram POSTs every update to one webhook URL: a small round-robin forwarder in the
+The fake Telegram POSTs every update to one webhook URL: a round-robin forwarder in the
 test stands in front of the two bots (as a load balancer would). A POST with a wrong or missing
 secret is refused and nothing of it is processed.
 """
@@ -9,17 +9,15 @@ secret is refused and nothing of it is processed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from tests.fakes.balancer import RoundRobin
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
 from tests.fault.kit import (
@@ -45,60 +43,6 @@ STEP_DELAY_S = 0.03
 SECRET = "fault-test-secret_0123456789"
 PATH = "telegram"
 START_TIMEOUT_S = 60.0
-
-
-class RoundRobin:
-    """A tiny load balancer: each POST goes to the next bot, status and body passed back."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.turn = itertools.cycle(range(len(ports)))
-        self.forwarded: Counter[int] = Counter()
-        self.statuses: Counter[int] = Counter()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post(f"/{PATH}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/{PATH}"
-        self._session = aiohttp.ClientSession()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        assert self._session is not None
-        port = self.ports[next(self.turn)]
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() in ("content-type", "x-telegram-bot-api-secret-token")
-        }
-        body = await request.read()
-        try:
-            async with self._session.post(
-                f"http://127.0.0.1:{port}/{PATH}",
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as answer:
-                payload = await answer.read()
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError):
-            status, payload = 502, b""
-        self.forwarded[port] += 1
-        self.statuses[status] += 1
-        return web.Response(status=status, body=payload)
 
 
 def fake_update(fake: FakeTelegram, text: str) -> dict[str, Any]:
@@ -144,7 +88,7 @@ async def test_two_bots_two_workers_each_job_runs_and_is_delivered_once(
     for comfy in comfies:
         prepare_comfy(comfy, STEP_DELAY_S)
     ports = [free_port(), free_port()]
-    balancer = RoundRobin(ports)
+    balancer = RoundRobin(PATH, ports)
     await balancer.start()
     common: dict[str, Any] = {
         "database_url": pg_dsn,
