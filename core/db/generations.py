@@ -293,27 +293,6 @@ async def request_cancel(db: Executor, job_id: UUID) -> Generation | None:
     return None if row is None else Generation.from_record(row)
 
 
-# The order is computed on the view's narrow rows and only the first `limit` full rows are
-# fetched (joining every queued row first made it 3x slower at 10,000 queued).
-_NEXT_QUEUED = """
-SELECT g.* FROM (
-    SELECT id, turn, served_at, created_at FROM queue_order
-    WHERE workflow <> ALL($2::text[])
-    ORDER BY turn, served_at NULLS FIRST, created_at, id
-    LIMIT $1
-) q JOIN generations g ON g.id = q.id
-ORDER BY q.turn, q.served_at NULLS FIRST, q.created_at, q.id
-"""
-
-
-async def next_queued(
-    db: Executor, limit: int, *, exclude_workflows: list[str] | None = None
-) -> list[Generation]:
-    """The next queued jobs in fair order (see the `queue_order` view)."""
-    rows = await db.fetch(_NEXT_QUEUED, limit, exclude_workflows or [])
-    return [Generation.from_record(row) for row in rows]
-
-
 @dataclass(frozen=True, slots=True)
 class QueuedJob:
     """The few columns dispatch and queue events need of a queued job."""
@@ -324,6 +303,8 @@ class QueuedJob:
     workflow: str
 
 
+# The order is computed on the view's narrow rows and only the first `limit` rows are joined
+# (joining every queued row first made it 3x slower at 10,000 queued).
 _QUEUE_HEAD = """
 SELECT g.id, g.chat_id, g.kind, g.workflow FROM (
     SELECT id, turn, served_at, created_at FROM queue_order
@@ -338,8 +319,8 @@ ORDER BY q.turn, q.served_at NULLS FIRST, q.created_at, q.id
 async def queue_head(
     db: Executor, limit: int, *, exclude_workflows: list[str] | None = None
 ) -> list[QueuedJob]:
-    """Like `next_queued`, with only the columns dispatch and queue events need (a tenth of
-    the decoding work for a thousand rows)."""
+    """The next queued jobs in fair order (see the `queue_order` view), with only the columns
+    dispatch and queue events need (a tenth of the decoding work of full rows)."""
     rows = await db.fetch(_QUEUE_HEAD, limit, exclude_workflows or [])
     return [
         QueuedJob(row["id"], row["chat_id"], JobKind(row["kind"]), row["workflow"]) for row in rows

@@ -393,7 +393,7 @@ async def test_requeue_clears_backend_and_lease(db: Database) -> None:
             {"reason": "lost"},
         )
         # It is in the queue again and can be claimed by another backend.
-        assert [j.id for j in await gens.next_queued(db.pool, 10)] == [job.id]
+        assert [j.id for j in await gens.queue_head(db.pool, 10)] == [job.id]
         again = await gens.claim(db.pool, job.id, backend=GPU2, owner=OWNER + 1, max_in_flight=1)
         assert again is not None
         assert (again.backend, again.lease_owner, again.attempts) == (GPU2, OWNER + 1, 2)
@@ -484,7 +484,7 @@ async def test_request_cancel(db: Database, conn: asyncpg.Connection) -> None:
     got = {await asyncio.wait_for(notified.get(), 5) for _ in range(2)}
     assert got == {str(queued.id), str(running.id)}
     # A cancel-requested job leaves the dispatch order and cannot be claimed.
-    assert await gens.next_queued(db.pool, 10) == []
+    assert await gens.queue_head(db.pool, 10) == []
     assert await gens.queue_position(db.pool, queued.id) is None
     assert await gens.claim(db.pool, queued.id, backend=GPU1, owner=1, max_in_flight=5) is None
     cancelled = await gens.transition(db.pool, queued.id, JobState.CANCELLED)
@@ -502,10 +502,11 @@ async def test_fair_queue_interleaves_bursts(db: Database) -> None:
             made[f"{label}{n}"] = (await _job(db, requester=user, prompt_typed=f"{label}{n}")).id
     expected = ["A1", "B1", "C1", "A2", "B2", "C2", "A3", "B3", "A4", "A5"]
 
-    order = await gens.next_queued(db.pool, 100)
-    assert [j.prompt_typed for j in order] == expected
-    assert all(isinstance(j, Generation) for j in order)
-    assert [j.prompt_typed for j in await gens.next_queued(db.pool, 4)] == expected[:4]
+    named = {job_id: name for name, job_id in made.items()}
+    order = await gens.queue_head(db.pool, 100)
+    assert [named[j.id] for j in order] == expected
+    assert all(isinstance(j, gens.QueuedJob) for j in order)
+    assert [named[j.id] for j in await gens.queue_head(db.pool, 4)] == expected[:4]
 
     positions = await gens.queue_positions(db.pool)
     assert positions == {made[label]: i for i, label in enumerate(expected, start=1)}
@@ -515,7 +516,7 @@ async def test_fair_queue_interleaves_bursts(db: Database) -> None:
     # Dispatching the head moves everyone up, fairly.
     await gens.claim(db.pool, made["A1"], backend=GPU1, owner=1, max_in_flight=5)
     assert await gens.queue_position(db.pool, made["A1"]) is None
-    after = [j.prompt_typed for j in await gens.next_queued(db.pool, 100)]
+    after = [named[j.id] for j in await gens.queue_head(db.pool, 100)]
     # A was just served: B and C, never served, go first in this turn.
     assert after == ["B1", "C1", "A2", "B2", "C2", "A3", "B3", "A4", "A5"]
     assert await gens.queue_position(db.pool, made["A2"]) == 3
@@ -523,17 +524,17 @@ async def test_fair_queue_interleaves_bursts(db: Database) -> None:
 
 
 @pytest.mark.usefixtures("world")
-async def test_next_queued_excludes_workflows(db: Database) -> None:
-    assert await gens.next_queued(db.pool, 5) == []
+async def test_queue_head_excludes_workflows(db: Database) -> None:
+    assert await gens.queue_head(db.pool, 5) == []
     assert await gens.queue_positions(db.pool) == {}
     img = await _job(db, workflow="txt2img")
     vid = await _job(db, requester=BOB, workflow="wan_t2v", kind=JobKind.VIDEO)
     img2 = await _job(db, requester=CAROL, workflow="txt2img")
-    got = await gens.next_queued(db.pool, 10, exclude_workflows=["wan_t2v"])
+    got = await gens.queue_head(db.pool, 10, exclude_workflows=["wan_t2v"])
     assert [j.id for j in got] == [img.id, img2.id]
-    got = await gens.next_queued(db.pool, 10, exclude_workflows=["txt2img", "wan_t2v"])
+    got = await gens.queue_head(db.pool, 10, exclude_workflows=["txt2img", "wan_t2v"])
     assert got == []
-    assert [j.id for j in await gens.next_queued(db.pool, 10)] == [img.id, vid.id, img2.id]
+    assert [j.id for j in await gens.queue_head(db.pool, 10)] == [img.id, vid.id, img2.id]
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -575,7 +576,7 @@ async def test_concurrent_claims_through_pool_never_exceed_limit(db: Database) -
     claimed = [r for r in results if r is not None]
     assert len(claimed) == limit
     assert await gens.in_flight_by_backend(db.pool) == {GPU1: limit}
-    assert len(await gens.next_queued(db.pool, 100)) == len(jobs) - limit
+    assert len(await gens.queue_head(db.pool, 100)) == len(jobs) - limit
 
 
 @pytest.mark.usefixtures("world")

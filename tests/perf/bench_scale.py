@@ -150,8 +150,8 @@ async def run(pg: Postgres, fakes: Fakes, work: Path) -> BenchResult:
             QUEUED // 2,
         )
         queries = {
-            "next_queued(8) (dispatch)": lambda: gen_db.next_queued(pool, 8),
-            "next_queued(1000) (queue events)": lambda: gen_db.next_queued(pool, 1000),
+            "queue_head(8) (dispatch)": lambda: gen_db.queue_head(pool, 8),
+            "queue_head(1000) (queue events)": lambda: gen_db.queue_head(pool, 1000),
             "queue_position(job) (enqueue, /queue)": lambda: gen_db.queue_position(pool, middle),
             "queue_positions() (all)": lambda: gen_db.queue_positions(pool),
             "in_flight_by_backend()": lambda: gen_db.in_flight_by_backend(pool),
@@ -160,10 +160,10 @@ async def run(pg: Postgres, fakes: Fakes, work: Path) -> BenchResult:
             await call()  # warm the statement cache
             times = await _timed(QUERY_RUNS, call)
             result.note(f"{name:40s} median {ms(pct(times, 50))}, max {ms(max(times))}")
-            if name.startswith(("next_queued(8)", "queue_position")):
+            if name.startswith(("queue_head(8)", "queue_position")):
                 result.add(f"{name} @10k queued", ms(pct(times, 50)))
-        plan = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS) " + gen_db._NEXT_QUEUED, 8, [])
-        result.raw["next_queued_plan"] = [row[0] for row in plan]
+        plan = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS) " + gen_db._QUEUE_HEAD, 8, [])
+        result.raw["queue_head_plan"] = [row[0] for row in plan]
     finally:
         await pool.close()
     return result
