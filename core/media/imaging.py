@@ -102,12 +102,15 @@ def encode_jpeg(
     qualities: tuple[int, ...] = (92, 88, 84, 80, 75, 70, 65, 60),
     min_side: int = 16,
 ) -> bytes:
-    """JPEG bytes under `max_bytes`: lower the quality first, then shrink by 20 % steps."""
+    """JPEG bytes under `max_bytes`: lower the quality first, then shrink by 20 % steps.
+
+    No `optimize` (a second pass for optimal Huffman tables): it costs as much as the encode
+    itself for ~5 % fewer bytes, and Telegram re-encodes photos anyway."""
     current = image
     while True:
         for quality in qualities:
             buffer = io.BytesIO()
-            options: dict[str, object] = {"quality": quality, "optimize": True}
+            options: dict[str, object] = {"quality": quality}
             if icc:
                 options["icc_profile"] = icc
             if exif:
