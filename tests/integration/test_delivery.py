@@ -163,15 +163,17 @@ class World:
             job = await gen_db.transition(self.db.pool, job.id, state)
         return job
 
-    async def image_output(self, job: Generation, *, size: tuple[int, int] = (768, 512)) -> Output:
+    async def image_output(
+        self, job: Generation, *, size: tuple[int, int] = (768, 512), position: int = 0
+    ) -> Output:
         folder = self.tmp / str(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        original = _png(folder / "00_comfy.png", size, (200, 80, 120))
-        photo = _jpeg(folder / "00_telegram.jpg", size, (200, 80, 120))
+        original = _png(folder / f"{position:02d}_comfy.png", size, (200, 80, 120))
+        photo = _jpeg(folder / f"{position:02d}_telegram.jpg", size, (200, 80, 120))
         return await out_db.save_output(
             self.db.pool,
             generation_id=job.id,
-            position=0,
+            position=position,
             kind=JobKind.IMAGE,
             file_path=str(original),
             delivery_path=str(photo),
@@ -500,24 +502,6 @@ class SnapshotLedger:
         self.reports.append((file, main, done))
 
 
-async def _extra_image(world: World, job: Generation) -> Output:
-    folder = world.tmp / str(job.id)
-    folder.mkdir(parents=True, exist_ok=True)
-    still = _jpeg(folder / "01_still.jpg", (320, 240), (1, 2, 3))
-    return await out_db.save_output(
-        world.db.pool,
-        generation_id=job.id,
-        position=1,
-        kind=JobKind.IMAGE,
-        file_path=str(still),
-        mime="image/jpeg",
-        size_bytes=still.stat().st_size,
-        sha256="2" * 64,
-        width=320,
-        height=240,
-    )
-
-
 async def test_main_result_is_reported_before_anything_else_is_sent(
     world: World, sample_video: Path
 ) -> None:
@@ -525,7 +509,7 @@ async def test_main_result_is_reported_before_anything_else_is_sent(
     progress_id = await world.post_progress(job)
     job = await world.reload(await world.delivering(job))
     video = await world.video_output(job, sample_video)
-    extra = await _extra_image(world, job)
+    extra = await world.image_output(job, size=(320, 240), position=1)
     ledger = SnapshotLedger(world.fake)
 
     receipt = await world.deliverer.deliver(job, [video, extra], ledger)
@@ -546,7 +530,7 @@ async def test_an_interrupted_delivery_sends_only_what_is_missing(
     progress_id = await world.post_progress(job)
     job = await world.reload(await world.delivering(job))
     video = await world.video_output(job, sample_video)
-    extra = await _extra_image(world, job)
+    extra = await world.image_output(job, size=(320, 240), position=1)
     first = await world.deliverer.bot.send_message(world.chat.id, "the result, sent before")
     assert await out_db.record_main_delivery(
         world.db.pool, job.id, video.id, message_id=first.message_id, file_id=None
