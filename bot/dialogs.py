@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from telegram import Bot, Message, MessageEntity, Update
 from telegram.error import TelegramError
-from telegram.ext import Application, ApplicationHandlerStop, BaseHandler
+from telegram.ext import Application, ApplicationHandlerStop, BaseHandler, filters
 
 from bot import keyboards as kb
 from bot.context import Context, language_of, on_error, reply, service_of, stale_button
@@ -96,6 +96,29 @@ class DialogCache:
 
     def drop(self, update: Update) -> None:
         self._entries.pop(update.update_id, None)
+
+
+def answers_question(update: Update, question_id: int) -> bool:
+    """Does this message answer the bot's question `question_id`? In a private chat any
+    message of the user does; in a group only a reply to the question (privacy mode)."""
+    message = update.message
+    if message is None:
+        return False
+    if message.chat.type == "private":
+        return True
+    replied = message.reply_to_message
+    return replied is not None and replied.message_id == question_id
+
+
+class UpdateTest(filters.UpdateFilter):
+    """A PTB filter from a test of the update (e.g. on the dialogs `load` read for it)."""
+
+    def __init__(self, name: str, test: Callable[[Update], bool]) -> None:
+        super().__init__(name=name)
+        self.test = test
+
+    def filter(self, update: Update) -> bool:
+        return self.test(update)
 
 
 def cache_of(app: App) -> DialogCache:

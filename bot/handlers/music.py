@@ -92,29 +92,11 @@ _SCENE_CAPTION = filters.CaptionRegex(r"(?i)^/(video|image)(@\w+)?(\s|$)")
 
 
 def awaited(cache: dialogs.DialogCache, update: Update) -> Dialog[AudioWait] | None:
-    """The wait for audio this message answers: any message of the user in a private chat, a
-    reply to the question (the chooser message) in a group."""
-    message = update.message
+    """The wait for audio this message answers (in a group: a reply to the chooser message)."""
     wait = cache.of(update).audio_wait
-    if message is None or wait is None:
+    if wait is None or not dialogs.answers_question(update, wait.state.chooser_message_id):
         return None
-    if message.chat.type == "private":
-        return wait
-    replied = message.reply_to_message
-    if replied is not None and replied.message_id == wait.state.chooser_message_id:
-        return wait
-    return None
-
-
-class _AwaitedAudio(filters.UpdateFilter):
-    """Media answering "send me your audio"."""
-
-    def __init__(self, cache: dialogs.DialogCache) -> None:
-        super().__init__(name="awaited_audio")
-        self.cache = cache
-
-    def filter(self, update: Update) -> bool:
-        return awaited(self.cache, update) is not None
+    return wait
 
 
 async def _take(context: Context, chat_id: int, message_id: int) -> MusicDraft | None:
@@ -463,7 +445,12 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Called by bot.handlers.scenes.register (this module extends the scene flow)."""
     cache = dialogs.cache_of(app)
     app.add_handler(MessageHandler(_AUDIO & _SCENE_CAPTION, scene_with_audio))
-    app.add_handler(MessageHandler(_MEDIA & _AwaitedAudio(cache), got_audio))
+    app.add_handler(
+        MessageHandler(
+            _MEDIA & dialogs.UpdateTest("awaited_audio", lambda u: awaited(cache, u) is not None),
+            got_audio,
+        )
+    )
     app.add_handler(CallbackQueryHandler(pick_button, pattern=PICK.pattern))
     app.add_handler(CallbackQueryHandler(own_button, pattern=OWN.pattern))
     app.add_handler(CallbackQueryHandler(no_music_button, pattern=NO_MUSIC.pattern))

@@ -77,17 +77,11 @@ REDRAW_ATTEMPTS = 3
 
 
 def waiting_for(cache: dialogs.DialogCache, update: Update) -> Dialog[SceneWait] | None:
-    """The wait this message answers: any message in a private chat, a reply in a group."""
-    message = update.message
+    """The scene wait this message answers (in a group: a reply to the question)."""
     wait = cache.of(update).scene_wait
-    if message is None or wait is None:
+    if wait is None or not dialogs.answers_question(update, wait.state.prompt_message_id):
         return None
-    if message.chat.type == "private":
-        return wait
-    replied = message.reply_to_message
-    if replied is not None and replied.message_id == wait.state.prompt_message_id:
-        return wait
-    return None
+    return wait
 
 
 async def take_wait(update: Update, context: Context) -> SceneWait | None:
@@ -99,17 +93,6 @@ async def take_wait(update: Update, context: Context) -> SceneWait | None:
         SceneWait, wait.chat_id, wait.key, version=wait.version
     )
     return None if taken is None else taken.state
-
-
-class _AnswersSceneQuestion(filters.UpdateFilter):
-    """Messages that answer a "what happens in the scene?" question."""
-
-    def __init__(self, cache: dialogs.DialogCache) -> None:
-        super().__init__(name="answers_scene_question")
-        self.cache = cache
-
-    def filter(self, update: Update) -> bool:
-        return waiting_for(self.cache, update) is not None
 
 
 def command_text(message: Message) -> str:
@@ -544,6 +527,13 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CallbackQueryHandler(pick_stop, pattern=PICK_STOP.pattern))
     app.add_handler(CallbackQueryHandler(scene_button, pattern=kb.SCENE.pattern))
     app.add_handler(
-        MessageHandler(filters.TEXT & ~filters.COMMAND & _AnswersSceneQuestion(cache), scene_answer)
+        MessageHandler(
+            filters.TEXT
+            & ~filters.COMMAND
+            & dialogs.UpdateTest(
+                "answers_scene_question", lambda u: waiting_for(cache, u) is not None
+            ),
+            scene_answer,
+        )
     )
     music.register(app)
