@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.db import outputs as out_db
-from core.models import JobKind, LibraryStatus
+from core.models import Generation, LibraryStatus
+from core.runtime import Runtime
 from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
-    actor,
     engine_settings,
     install_models,
     start_runtime,
@@ -18,6 +18,7 @@ from tests.engine import (
     wait_until,
 )
 from tests.fakes.jellyfin import API_KEY
+from tests.integration.engine_kit import submit
 
 
 def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) -> object:
@@ -36,6 +37,28 @@ def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) ->
     )
 
 
+async def _done(runtime: Runtime, user: int, scene: str) -> Generation:
+    """A user's image request through the service, waited for until done."""
+    return await wait_status(runtime, await submit(runtime, user, scene), {JobState.DONE})
+
+
+async def _first_attempt(runtime: Runtime, job: Generation) -> None:
+    """Until filing the job's output has been tried once."""
+
+    async def tried() -> bool:
+        outs = await runtime.service.outputs(job.id)
+        return bool(outs) and outs[0].library_attempts >= 1
+
+    await wait_until(tried, timeout=10)
+
+
+async def _linked(deliverer: RecordingDeliverer) -> None:
+    async def linked() -> bool:
+        return bool(deliverer.links)
+
+    await wait_until(linked, timeout=15)
+
+
 async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, tmp_path) -> None:
     settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
     fake_jellyfin.add_folder("Anime Studio", [str(settings.jellyfin_library_dir)])
@@ -43,15 +66,8 @@ async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, t
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(settings, deliverer)
     try:
-        me = actor(7)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "Sakura at the beach")
-        await wait_status(runtime, ticket.job.id, {JobState.DONE})
-
-        async def linked() -> bool:
-            return bool(deliverer.links)
-
-        await wait_until(linked, timeout=15)
+        await _done(runtime, 7, "Sakura at the beach")
+        await _linked(deliverer)
         output_id, link = deliverer.links[0]
         output = await out_db.get_output(runtime.database.pool, output_id)
         assert output is not None and output.library_status is LibraryStatus.LINKED
@@ -75,17 +91,9 @@ async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(settings, deliverer)
     try:
-        me = actor(8)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a rainy street")
-        job = await wait_status(runtime, ticket.job.id, {JobState.DONE})
+        job = await _done(runtime, 8, "a rainy street")
         assert job.result_message_id is not None
-
-        async def pending_retry() -> bool:
-            outs = await runtime.service.outputs(job.id)
-            return bool(outs) and outs[0].library_attempts >= 1
-
-        await wait_until(pending_retry, timeout=10)
+        await _first_attempt(runtime, job)
         outs = await runtime.service.outputs(job.id)
         assert outs[0].library_status is LibraryStatus.FILED  # kept in the folder already
         assert Path(outs[0].library_path or "").is_file()
@@ -116,15 +124,8 @@ async def test_library_is_created_when_allowed_and_refused_otherwise(
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(allowed, deliverer)
     try:
-        me = actor(9)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a quiet library")
-        await wait_status(runtime, ticket.job.id, {JobState.DONE})
-
-        async def linked() -> bool:
-            return bool(deliverer.links)
-
-        await wait_until(linked, timeout=15)
+        await _done(runtime, 9, "a quiet library")
+        await _linked(deliverer)
         created = fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
         assert len(created) == 1
         assert runtime.extras["filer"].library_id is not None
@@ -140,16 +141,8 @@ async def test_missing_library_without_permission_is_retried_not_created(
     deliverer = RecordingDeliverer()
     runtime = await start_runtime(settings, deliverer)
     try:
-        me = actor(10)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "an empty shelf")
-        job = await wait_status(runtime, ticket.job.id, {JobState.DONE})
-
-        async def tried() -> bool:
-            outs = await runtime.service.outputs(job.id)
-            return bool(outs) and outs[0].library_attempts >= 1
-
-        await wait_until(tried, timeout=10)
+        job = await _done(runtime, 10, "an empty shelf")
+        await _first_attempt(runtime, job)
         assert not fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
         outs = await runtime.service.outputs(job.id)
         # The file is kept in the library folder; linking waits until the library exists.
