@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-
-import imageio_ffmpeg
 
 from core.media.limits import TELEGRAM_UPLOAD_MAX_BYTES
 from core.media.probe import probe
+from core.media.runner import run_ffmpeg
 from core.media.video import prepare_video
 
 
 async def test_over_50_mb_input_is_reencoded_under_the_limit(tmp_path: Path) -> None:
     source = tmp_path / "huge.mp4"
-    subprocess.run(
+    await run_ffmpeg(
         [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-v",
-            "error",
             "-y",
             "-f",
             "lavfi",
@@ -36,8 +31,8 @@ async def test_over_50_mb_input_is_reencoded_under_the_limit(tmp_path: Path) -> 
             "yuv420p",
             str(source),
         ],
-        check=True,
-        timeout=120,
+        what="make a lossless noise video",
+        timeout_s=120,
     )
     assert source.stat().st_size > TELEGRAM_UPLOAD_MAX_BYTES == 50 * 1024 * 1024
 

@@ -10,11 +10,10 @@ median wall time is divided by the clip's duration.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
-from core.media.ffmpeg_bin import locate_ffmpeg
+from core.media.runner import run_ffmpeg
 from core.media.video import prepare_video
 from tests.perf.common import BenchResult, Fakes, Postgres, pct
 
@@ -45,21 +44,12 @@ CLIPS = {
 async def _make_clip(path: Path, seconds: int, fps: int, args: list[str]) -> None:
     if path.exists():
         return
-    proc = await asyncio.create_subprocess_exec(
-        str(locate_ffmpeg()),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size=1280x720:rate={fps}:duration={seconds}",
-        *args,
-        str(path),
+    source = f"testsrc2=size=1280x720:rate={fps}:duration={seconds}"
+    await run_ffmpeg(
+        ["-y", "-f", "lavfi", "-i", source, *args, str(path)],
+        what=f"make {path.name}",
+        timeout_s=600,
     )
-    if await proc.wait() != 0:
-        raise RuntimeError(f"could not make {path.name}")
 
 
 async def run(pg: Postgres, fakes: Fakes, work: Path) -> BenchResult:
