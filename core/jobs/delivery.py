@@ -29,7 +29,9 @@ class DeliveredFile:
 @dataclass(frozen=True)
 class DeliveryReceipt:
     """Where the result went. `message_id` None with an `error` means it could not be sent
-    (e.g. the user blocked the bot): the job is still done and its outputs are kept."""
+    (e.g. the user blocked the bot): the job is still done and its outputs are kept. The
+    messages themselves are recorded through the `DeliveryLedger` as they are sent; `files`
+    only lists them."""
 
     message_id: int | None
     files: list[DeliveredFile] = field(default_factory=list)

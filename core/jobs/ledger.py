@@ -19,8 +19,6 @@ class StoreLedger:
     def __init__(self, db: Executor, job_id: UUID) -> None:
         self.db = db
         self.job_id = job_id
-        self.recorded: set[UUID] = set()  # outputs whose message is written
-        self.main_message_id: int | None = None
 
     async def sent(self, file: DeliveredFile, *, main: bool) -> None:
         if main:
@@ -29,7 +27,6 @@ class StoreLedger:
             await out_db.record_telegram(
                 self.db, file.output_id, file_id=file.file_id, message_id=file.message_id
             )
-        self.recorded.add(file.output_id)
         log.info(
             "delivery recorded",
             job_id=str(self.job_id),
@@ -48,4 +45,3 @@ class StoreLedger:
         )
         if not recorded:
             raise IllegalTransition(f"job {self.job_id} is not delivering")
-        self.main_message_id = file.message_id

@@ -24,7 +24,6 @@ import asyncpg
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import workers as workers_db
-from core.db.tx import transaction
 from core.errors import AnimeBotError, IllegalTransition
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
@@ -491,28 +490,14 @@ class Orchestrator:
             return
         if job.result_message_id is not None:
             log.info("resuming an interrupted delivery", message_id=job.result_message_id)
-        ledger = StoreLedger(self.ctx.db, job.id)
         receipt = await asyncio.wait_for(
-            self.deliverer.deliver(job, outputs, ledger), DELIVERY_TIMEOUT_S
+            self.deliverer.deliver(job, outputs, StoreLedger(self.ctx.db, job.id)),
+            DELIVERY_TIMEOUT_S,
         )
-        unrecorded = [f for f in receipt.files if f.output_id not in ledger.recorded]
-        recorded_main = (ledger.main_message_id, job.result_message_id)
-        main_missing = receipt.message_id is not None and receipt.message_id not in recorded_main
-        if receipt.error is None and not unrecorded and not main_missing:
-            return
-        # A deliverer that did not report as it went, or a failure to report: one
-        # transaction, so a crash never leaves the job's message id without its outputs'.
-        async with transaction(self.ctx.db) as conn:
+        if receipt.error is not None:  # not delivered (blocked, refused): the job ends anyway
             await gen_db.record_delivery(
-                conn,
+                self.ctx.db,
                 job.id,
                 result_message_id=receipt.message_id,
                 delivery_error=receipt.error,
             )
-            for delivered in unrecorded:
-                await out_db.record_telegram(
-                    conn,
-                    delivered.output_id,
-                    file_id=delivered.file_id,
-                    message_id=delivered.message_id,
-                )

@@ -1,4 +1,5 @@
-"""The process dies after Telegram accepted the result but before the job was marked done.
+"""Delivery as the engine records it: the process dies after Telegram accepted the result but
+before the job was marked done; a chat that refuses the result.
 
 The main result's message id is recorded the moment the chat accepts it (`DeliveryLedger`), so
 the next process finishes the job without sending the result again.
@@ -66,3 +67,23 @@ async def test_a_result_recorded_before_the_kill_is_not_sent_again(
     finally:
         if second is not None:
             await second.stop()
+
+
+async def test_a_chat_that_refuses_the_result_still_ends_the_job_with_the_reason(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_engine(monkeypatch)
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    install_models(fake_comfy, settings)
+    runtime = await start_runtime(settings, RecordingDeliverer(blocked=True))
+    try:
+        job_id = await submit(runtime, 1, "a rooftop at dusk --steps 1")
+        [done] = await wait_all(runtime, [job_id])
+        assert done.status is JobState.DONE
+        assert (done.result_message_id, done.delivery_error) == (
+            None,
+            "bot was blocked by the user",
+        )
+        assert len(await runtime.service.outputs(job_id)) == 1  # the result is kept
+    finally:
+        await runtime.stop()
