@@ -502,14 +502,22 @@ class SnapshotLedger:
         self.reports.append((file, main, done))
 
 
-async def test_main_result_is_reported_before_anything_else_is_sent(
+async def _video_and_still(
     world: World, sample_video: Path
-) -> None:
+) -> tuple[Generation, int, Output, Output]:
+    """A delivering video job with its progress message, its video and a second output."""
     job = await world.job(kind=JobKind.VIDEO, scene="Aiko waving on a beach")
     progress_id = await world.post_progress(job)
     job = await world.reload(await world.delivering(job))
     video = await world.video_output(job, sample_video)
     extra = await world.image_output(job, size=(320, 240), position=1)
+    return job, progress_id, video, extra
+
+
+async def test_main_result_is_reported_before_anything_else_is_sent(
+    world: World, sample_video: Path
+) -> None:
+    job, progress_id, video, extra = await _video_and_still(world, sample_video)
     ledger = SnapshotLedger(world.fake)
 
     receipt = await world.deliverer.deliver(job, [video, extra], ledger)
@@ -526,11 +534,7 @@ async def test_an_interrupted_delivery_sends_only_what_is_missing(
     world: World, sample_video: Path
 ) -> None:
     """A previous process sent the main result (recorded) and died before the rest."""
-    job = await world.job(kind=JobKind.VIDEO, scene="Aiko waving on a beach")
-    progress_id = await world.post_progress(job)
-    job = await world.reload(await world.delivering(job))
-    video = await world.video_output(job, sample_video)
-    extra = await world.image_output(job, size=(320, 240), position=1)
+    job, progress_id, video, extra = await _video_and_still(world, sample_video)
     first = await world.deliverer.bot.send_message(world.chat.id, "the result, sent before")
     assert await out_db.record_main_delivery(
         world.db.pool, job.id, video.id, message_id=first.message_id, file_id=None
