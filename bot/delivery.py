@@ -53,6 +53,7 @@ from core.jobs.delivery import (
     DeliveryReceipt,
     primary_output,
     report_sent,
+    unsent_outputs,
 )
 from core.logs import get_logger
 from core.models import Generation, JobKind, Output
@@ -255,8 +256,8 @@ class TelegramDeliverer:
     ) -> list[DeliveredFile]:
         """The job's further outputs not sent yet, each recorded as soon as it is sent."""
         files: list[DeliveredFile] = []
-        for extra in sorted(outputs, key=lambda o: o.position):
-            if extra.id == primary.id or extra.telegram_message_id is not None:
+        for extra in unsent_outputs(job, outputs):
+            if extra.id == primary.id:  # sent just now, or before (job.result_message_id)
                 continue
             delivered = await self._send_extra(job, extra, reply_to, chat_id)
             if delivered is not None:
