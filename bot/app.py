@@ -27,7 +27,7 @@ from telegram.ext import (
 )
 
 from bot import context as ctx
-from bot import dialogs
+from bot import dialogs, gate
 from bot.delivery import TelegramDeliverer
 from bot.handlers import (
     ADMIN_COMMANDS,
@@ -104,10 +104,10 @@ def build_application(settings: Settings, runtime: Runtime, *, time_scale: float
 
 
 def register_handlers(app: App) -> None:
-    """The gate first (group -2), the user's dialogs read from the database (group -1), every
-    feature module, the fallback for stray buttons, then the dialogs forgotten (group 1)."""
-    app.add_handler(TypeHandler(Update, ctx.gate), group=-2)
-    app.add_handler(TypeHandler(Update, dialogs.load), group=-1)
+    """The gate first (group -2: flood limit, access, the user's dialogs read from the
+    database), every feature module, the fallback for stray buttons, then the dialogs
+    forgotten (group 1)."""
+    app.add_handler(TypeHandler(Update, gate.gate), group=-2)
     for module in HANDLER_MODULES:
         module.register(app)
     app.add_handler(CallbackQueryHandler(ctx.any_button))  # last of group 0: nobody took it

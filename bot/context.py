@@ -1,12 +1,9 @@
-"""Per-update helpers: who is asking (Actor, language), access, ownership, rate limit, replies.
+"""Per-update helpers: who is asking (Actor, language), access, ownership, replies.
 
 Handlers call `await who(update, context)` for the `Who` of an update (the Actor core wants,
 the stored user and chat, the language); the first call records the user via `service.seen`
 (raising `AccessDenied` for banned users and chats outside ALLOWED_CHAT_IDS) and the result is
-cached for the rest of the update. `gate` runs before every handler (group -1): it drops
-commands addressed to other bots, rate-limits each user's commands and button presses politely
-(one token bucket per user in PostgreSQL, `service.rate_limit`, so every bot process counts
-against the same limit) and enforces access.
+cached for the rest of the update. The gate (bot/gate.py) calls it first, before any handler.
 """
 
 from __future__ import annotations
@@ -15,21 +12,20 @@ import contextlib
 import html
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from telegram import (
     CallbackQuery,
     ForceReply,
     InlineKeyboardMarkup,
     Message,
-    MessageEntity,
     Update,
 )
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
-from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
+from telegram.ext import Application, ContextTypes
 
 from bot.keyboards import NOOP, Action, Callback, decode
 from bot.texts import core_text, pick_language, t, t_plain
@@ -39,7 +35,7 @@ from core.models import Chat as StoredChat
 from core.models import ChatType as CoreChatType
 from core.models import User as StoredUser
 from core.runtime import Runtime
-from core.service import AccessDenied, Actor, RateVerdict, StudioService
+from core.service import Actor, StudioService
 
 log = get_logger(__name__)
 
@@ -242,91 +238,6 @@ async def is_chat_admin(update: Update, context: Context) -> bool:
         log.warning("admin check failed", chat_id=chat.id, error=str(error))
         return False
     return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
-
-
-# -- the gate (group -1) ---------------------------------------------------------------------------
-
-
-def command_target(message: Message) -> str | None:
-    """The `@bot` a leading command is addressed to (None when no @ or no command)."""
-    entities: Sequence[MessageEntity] = message.entities or message.caption_entities or ()
-    for entity in entities:
-        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
-            command = (
-                message.parse_entity(entity)
-                if message.text
-                else (message.parse_caption_entity(entity))
-            )
-            _, _, target = command.partition("@")
-            return target or None
-    return None
-
-
-def _is_command(message: Message) -> bool:
-    return any(
-        e.type == MessageEntity.BOT_COMMAND and e.offset == 0
-        for e in (message.entities or message.caption_entities or ())
-    )
-
-
-async def gate(update: Update, context: Context) -> None:
-    """Before every handler: ignore other bots' commands, rate-limit commands and button
-    presses per user (one bucket in PostgreSQL shared by every bot process), check access
-    (ALLOWED_CHAT_IDS, bans). When the store fails, the user is told once and no handler runs."""
-    user, chat = update.effective_user, update.effective_chat
-    if user is None or chat is None or user.is_bot:
-        raise ApplicationHandlerStop
-    message = update.message
-    if message is not None:
-        target = command_target(message)
-        if target is not None and target.lower() != (context.bot.username or "").lower():
-            raise ApplicationHandlerStop  # `/cmd@OtherBot`
-    lang = language_of(update)
-    counted = update.callback_query is not None or (message is not None and _is_command(message))
-    if counted:
-        try:
-            verdict = await service_of(context).rate_limit(user.id)
-        except Exception as error:
-            await _store_failed(update, context, error)
-        if not verdict.allowed:
-            await _slow_down(update, verdict, lang)
-    try:
-        await who(update, context)
-    except AccessDenied as error:
-        log.info("access denied", user_id=user.id, chat_id=chat.id, reason=str(error))
-        refusal = core_text(error.user_message, lang)
-        if update.callback_query is not None:
-            await toast(update, refusal)
-        elif message is not None and (_is_command(message) or chat.type == ChatType.PRIVATE):
-            with contextlib.suppress(TelegramError):
-                await reply(update, t("common.failed", lang, message=refusal))
-        raise ApplicationHandlerStop from None
-    except Exception as error:
-        await _store_failed(update, context, error)
-
-
-async def _slow_down(update: Update, verdict: RateVerdict, lang: str) -> NoReturn:
-    """A refused update: a toast for every button press, one reply for the whole flood."""
-    user, chat = update.effective_user, update.effective_chat
-    log.info(
-        "rate limited",
-        user_id=user.id if user else None,
-        chat_id=chat.id if chat else None,
-        warned=verdict.warn,
-    )
-    if update.callback_query is not None:
-        await toast(update, t_plain("common.slow_down_toast", lang))
-    elif verdict.warn and update.message is not None:
-        with contextlib.suppress(TelegramError):
-            await reply(update, t("common.slow_down", lang))
-    raise ApplicationHandlerStop
-
-
-async def _store_failed(update: Update, context: Context, error: Exception) -> NoReturn:
-    """The store is down, ...: report once (a reference for the log), skip the handlers."""
-    context.error = error
-    await on_error(update, context)
-    raise ApplicationHandlerStop from None
 
 
 def bot_data_defaults(runtime: Runtime) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from typing import Any
 
 from telegram import Bot, Message, MessageEntity, Update
 from telegram.error import TelegramError
-from telegram.ext import Application, ApplicationHandlerStop, BaseHandler, filters
+from telegram.ext import Application, BaseHandler, filters
 
 from bot import keyboards as kb
-from bot.context import Context, language_of, on_error, reply, service_of, stale_button
+from bot.context import Context, language_of, reply, service_of, stale_button
 from bot.texts import t
 from core.dialogs import CharacterDialog, Dialog, UserDialogs
 from core.logs import get_logger
@@ -128,20 +128,14 @@ def cache_of(app: App) -> DialogCache:
     return cache
 
 
-async def load(update: object, context: Context) -> None:
-    """Group -1: read the user's dialogs in this chat (one query) for the handlers."""
-    if not isinstance(update, Update):
-        return
+async def read(update: Update, context: Context) -> UserDialogs | None:
+    """The user's dialogs in this chat (one query), for an update a dialog can take; None for
+    the others. The gate (bot/gate.py) calls it and puts the result in the cache."""
     cache = cache_of(context.application)
     chat, user = update.effective_chat, update.effective_user
     if chat is None or user is None or not cache.wants(update):
-        return
-    try:
-        cache.put(update, await service_of(context).dialogs.of_user(chat.id, user.id))
-    except Exception as error:  # the store is down: report once, skip the handlers
-        context.error = error
-        await on_error(update, context)
-        raise ApplicationHandlerStop from None
+        return None
+    return await service_of(context).dialogs.of_user(chat.id, user.id)
 
 
 async def forget(update: object, context: Context) -> None:
