@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from core.db.types import Executor
 from core.models import Chat, ChatType, Role, User
@@ -127,10 +127,20 @@ async def upsert_chat(
     return Chat.from_record(row)  # type: ignore[no-any-return]
 
 
+# Most updates come from a user and chat seen a moment ago, unchanged: those rows are only
+# read (no write, so no WAL flush on the path of every update). A row is written when it is
+# new, when a field changed, or when its `last_seen_at` is more than SEEN_REFRESH old.
 _SEEN = """
-WITH u AS (
+WITH cu AS (
+    SELECT * FROM users WHERE id = $1
+), u AS (
     INSERT INTO users (id, username, first_name, language_code)
-    VALUES ($1, $2, $3, $4)
+    SELECT $1, $2, $3, $4
+    WHERE NOT EXISTS (
+        SELECT 1 FROM cu WHERE cu.last_seen_at > now() - $9::interval
+          AND (cu.username, cu.first_name, cu.last_name, cu.language_code)
+              IS NOT DISTINCT FROM ($2, $3, NULL::text, $4)
+    )
     ON CONFLICT (id) DO UPDATE SET
         username = EXCLUDED.username,
         first_name = EXCLUDED.first_name,
@@ -138,9 +148,15 @@ WITH u AS (
         language_code = EXCLUDED.language_code,
         last_seen_at = now()
     RETURNING *
+), cc AS (
+    SELECT * FROM chats WHERE id = $5
 ), c AS (
     INSERT INTO chats (id, type, title, is_forum)
-    VALUES ($5, $6, $7, $8)
+    SELECT $5, $6, $7, $8
+    WHERE NOT EXISTS (
+        SELECT 1 FROM cc WHERE cc.last_seen_at > now() - $9::interval
+          AND (cc.type, cc.title, cc.is_forum) IS NOT DISTINCT FROM ($6, $7, $8)
+    )
     ON CONFLICT (id) DO UPDATE SET
         type = EXCLUDED.type,
         title = EXCLUDED.title,
@@ -148,8 +164,10 @@ WITH u AS (
         last_seen_at = now()
     RETURNING *
 )
-SELECT (SELECT to_json(u) FROM u) AS user_row, (SELECT to_json(c) FROM c) AS chat_row
+SELECT coalesce((SELECT to_json(u) FROM u), (SELECT to_json(cu) FROM cu)) AS user_row,
+    coalesce((SELECT to_json(c) FROM c), (SELECT to_json(cc) FROM cc)) AS chat_row
 """
+SEEN_REFRESH = timedelta(minutes=1)
 
 
 async def seen(
@@ -164,9 +182,11 @@ async def seen(
     title: str | None,
     is_forum: bool,
 ) -> tuple[User, Chat]:
-    """Both upserts of an update's user and chat, in one statement (one round trip)."""
+    """Both upserts of an update's user and chat, in one statement (one round trip); a row
+    seen less than SEEN_REFRESH ago with the same fields is only read."""
     values = (user_id, username, first_name, language_code)
-    row = await db.fetchrow(_SEEN, *values, chat_id, chat_type.value, title, is_forum)
+    chat_values = (chat_id, chat_type.value, title, is_forum)
+    row = await db.fetchrow(_SEEN, *values, *chat_values, SEEN_REFRESH)
     assert row is not None
     return User.from_record(row["user_row"]), Chat.from_record(row["chat_row"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -264,3 +265,46 @@ async def test_seen_upserts_the_user_and_the_chat_in_one_statement(db: Database)
     assert chat_again.created_at == chat.created_at
     assert await people.get_user(db.pool, 7) == again
     assert await people.get_chat(db.pool, -100) == chat_again
+
+
+async def test_seen_only_reads_a_user_and_chat_seen_a_moment_ago_unchanged(db: Database) -> None:
+    fields: dict[str, Any] = {
+        "user_id": 8,
+        "first_name": "Rin",
+        "username": "rin",
+        "language_code": "en",
+        "chat_id": 8,
+        "chat_type": ChatType.PRIVATE,
+        "title": None,
+        "is_forum": False,
+    }
+
+    async def versions() -> tuple[str, str]:
+        row = await db.pool.fetchrow(
+            "SELECT (SELECT xmin::text FROM users WHERE id = 8) AS u,"
+            " (SELECT xmin::text FROM chats WHERE id = 8) AS c"
+        )
+        assert row is not None
+        return row["u"], row["c"]
+
+    user, chat = await people.seen(db.pool, **fields)
+    written = await versions()
+    again, chat_again = await people.seen(db.pool, **fields)
+    assert (again, chat_again) == (user, chat)  # the stored rows, as read
+    assert await versions() == written  # no new row version: nothing was written
+
+    # A changed field is written at once (the user's, not the chat's).
+    renamed, chat_same = await people.seen(db.pool, **(fields | {"language_code": "ru"}))
+    assert renamed.language_code == "ru" and chat_same == chat
+    now_written = await versions()
+    assert now_written[0] != written[0] and now_written[1] == written[1]
+
+    # Last seen more than SEEN_REFRESH ago: written again, with a new time.
+    await db.pool.execute(
+        "UPDATE users SET last_seen_at = now() - $1::interval WHERE id = 8", people.SEEN_REFRESH * 2
+    )
+    await db.pool.execute(
+        "UPDATE chats SET last_seen_at = now() - $1::interval WHERE id = 8", people.SEEN_REFRESH * 2
+    )
+    later, chat_later = await people.seen(db.pool, **(fields | {"language_code": "ru"}))
+    assert later.last_seen_at > renamed.last_seen_at and chat_later.last_seen_at > chat.last_seen_at
