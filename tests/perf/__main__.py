@@ -11,7 +11,6 @@ separate process (tests/perf/fakes_host.py), the bot in this one. Not part of th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bot.cli import run_async
 from core.logs import configure_logging
 from tests.perf import (
     bench_backend_gap,
@@ -119,4 +119,4 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    sys.exit(run_async(main(sys.argv[1:])))  # the event loop `animebot` runs on
