@@ -17,14 +17,27 @@ Wiring (bot/app.py):
   retries later (the job stays `delivering`).
 - `library_linked(job, output, link)`: adds the library link to the delivered caption (retries
   flood waits and network errors a few times itself; never raises).
+- `prepare(job)` (core's `DeliveryPreparer`, called once the job's prompt is in ComfyUI): reads
+  what the result's message needs from the database in the background (the requester's
+  language, unless this process's progress message already knows it; the character names; the
+  chat's `send_original` setting), so `deliver` reads none of it after ComfyUI finished. A
+  delivery with nothing prepared (a retry, another process's job, a restart) reads it then.
+  What changes in between (the user's language, a character's name, the chat's setting) may
+  show as it was.
+- `preload(job_id, files)` (core's `DeliveryPreparer`, right before a delivery core hands over
+  from its runner): the contents of the files just written (path -> bytes); that delivery
+  uploads them from memory instead of reading the files back. Taken by that delivery only.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from telegram import (
     Bot,
@@ -67,6 +80,8 @@ UPLOAD_MAX_BYTES = 50 * 1024 * 1024
 MEDIA_READ_TIMEOUT = 60.0
 MEDIA_WRITE_TIMEOUT = 120.0
 LINK_ATTEMPTS = 3
+PREPARED_MAX = 5000  # jobs whose delivery data is kept (those never delivered here age out)
+PRELOADED_MAX = 64  # jobs whose files are kept in memory until their delivery takes them
 _THREAD_GONE = "message thread not found"
 _NOT_MODIFIED = "message is not modified"
 
@@ -89,6 +104,10 @@ async def requester_language(service: StudioService, user_id: int) -> str:
 
 async def character_names(service: StudioService, job: Generation) -> list[str]:
     return await service.character_names(job)
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 def has_original(output: Output) -> bool:
@@ -163,20 +182,102 @@ async def send_original(
 # -- the deliverer ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a job's delivery reads from the database, read ahead (None: could not be read)."""
+
+    lang: str | None
+    names: list[str] | None
+    send_original: bool | None
+    markup: InlineKeyboardMarkup | None = None  # an image result's buttons, in `lang`
+
+
 class TelegramDeliverer:
-    """core.jobs.delivery.Deliverer on a PTB Bot."""
+    """core.jobs.delivery.Deliverer (and DeliveryPreparer) on a PTB Bot."""
 
     def __init__(self, bot: Bot, runtime: Runtime) -> None:
         self.bot = bot
         self.runtime = runtime
         self.service = runtime.service
+        self._prepared: OrderedDict[UUID, asyncio.Task[Prepared]] = OrderedDict()
+        self._preloaded: OrderedDict[UUID, Mapping[str, bytes]] = OrderedDict()
 
     @property
     def live(self) -> LiveProgress:
         return live_for(self.runtime, self.bot)
 
-    async def _caption(self, job: Generation, output: Output, lang: str, link: str | None) -> str:
-        names = await character_names(self.service, job)
+    # -- read ahead -------------------------------------------------------------------------
+
+    def prepare(self, job: Generation) -> None:
+        """Start reading what `job`'s delivery needs (once per job; never raises)."""
+        if job.id in self._prepared:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._read_ahead(job), name=f"prepare-{job.id}"
+        )
+        self._prepared[job.id] = task
+        while len(self._prepared) > PREPARED_MAX:
+            _job_id, old = self._prepared.popitem(last=False)
+            old.cancel()
+
+    async def _read_ahead(self, job: Generation) -> Prepared:
+        tracked = self.live.tracked(job.id)  # its progress message is in the user's language
+        lang = (
+            _value(tracked.lang)
+            if tracked is not None
+            else self._quietly(self._stored_language(job), job)
+        )
+        names = self._quietly(character_names(self.service, job), job)
+        send_original = self._quietly(self._stored_send_original(job), job)
+        prepared = Prepared(*await asyncio.gather(lang, names, send_original))
+        if prepared.lang is None or job.kind is not JobKind.IMAGE:
+            return prepared
+        markup = result_markup(job.id, job.requester_id, JobKind.IMAGE, prepared.lang)
+        return replace(prepared, markup=markup)
+
+    async def _quietly(self, reading: Awaitable[Any], job: Generation) -> Any:
+        try:
+            return await reading
+        except Exception as error:  # read again at delivery
+            log.info("delivery data not read ahead", job_id=str(job.id), error=str(error))
+            return None
+
+    async def _stored_language(self, job: Generation) -> str:
+        user = await self.service.find_user(str(job.requester_id))
+        return pick_language(user.language_code if user else None)
+
+    async def _stored_send_original(self, job: Generation) -> bool:
+        return (await self.service.chat_settings(job.chat_id)).send_original
+
+    def preload(self, job_id: UUID, files: Mapping[str, bytes]) -> None:
+        """Contents of `job_id`'s files (path -> bytes) for its next delivery to send."""
+        self._preloaded[job_id] = files
+        while len(self._preloaded) > PRELOADED_MAX:
+            self._preloaded.popitem(last=False)
+
+    async def _media(self, output: Output, path: str | None) -> bytes:
+        """A file of `output` to send: preloaded for this delivery, else read."""
+        data = self._preloaded.get(output.generation_id, {}).get(path) if path else None
+        return data if data is not None else await read_file(path)
+
+    async def _take_prepared(self, job: Generation) -> Prepared | None:
+        """What `prepare` read for `job` (waiting for it if still reading); None when nothing
+        was prepared. Taken once: a retried delivery reads it again."""
+        task = self._prepared.pop(job.id, None)  # out of the dict: never evicted now
+        return None if task is None else await task
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def _caption(
+        self,
+        job: Generation,
+        output: Output,
+        lang: str,
+        link: str | None,
+        names: list[str] | None = None,
+    ) -> str:
+        if names is None:
+            names = await character_names(self.service, job)
         info = CaptionInfo(
             scene=job.prompt_typed,
             characters=names,
@@ -191,18 +292,39 @@ class TelegramDeliverer:
     async def deliver(
         self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
     ) -> DeliveryReceipt:
+        try:
+            return await self._deliver(job, outputs, ledger)
+        finally:
+            self._preloaded.pop(job.id, None)  # this delivery's only
+
+    async def _deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None
+    ) -> DeliveryReceipt:
         where = {"job_id": str(job.id), "chat_id": job.chat_id}
         primary = primary_output(job, outputs)
         if primary is None:
             log.warning("nothing to deliver", **where)
             return DeliveryReceipt(message_id=None, error="the job has no outputs")
+        prepared = await self._take_prepared(job)
         if job.result_message_id is not None:
             return await self._finish_interrupted(job, primary, outputs, ledger)
-        lang = await requester_language(self.service, job.requester_id)
-        text = await self._caption(job, primary, lang, primary.jellyfin_link)
-        markup = result_markup(
-            job.id, job.requester_id, primary.kind, lang, has_original=has_original(primary)
-        )
+        if prepared is not None and prepared.lang is not None:
+            lang = prepared.lang
+        else:
+            lang = await requester_language(self.service, job.requester_id)
+        names = prepared.names if prepared is not None else None
+        text = await self._caption(job, primary, lang, primary.jellyfin_link, names)
+        if (
+            prepared is not None
+            and prepared.markup is not None
+            and prepared.lang == lang
+            and primary.kind is JobKind.IMAGE  # (an image always has an original to offer)
+        ):
+            markup: InlineKeyboardMarkup | None = prepared.markup
+        else:
+            markup = result_markup(
+                job.id, job.requester_id, primary.kind, lang, has_original=has_original(primary)
+            )
         chat_id = job.chat_id
         try:
             try:
@@ -222,7 +344,10 @@ class TelegramDeliverer:
         main = self._main_file(primary, sent)
         extras = await self._send_extras(job, primary, outputs, sent.message_id, ledger, chat_id)
         files = [main, *extras]
-        if primary.kind is JobKind.IMAGE and await self._send_original_setting(job):
+        send_original = prepared.send_original if prepared is not None else None
+        if send_original is None and primary.kind is JobKind.IMAGE:
+            send_original = await self._send_original_setting(job)
+        if primary.kind is JobKind.IMAGE and send_original:
             await self._original_quietly(job, primary, lang, sent.message_id, chat_id)
         return DeliveryReceipt(message_id=sent.message_id, files=files)
 
@@ -316,7 +441,7 @@ class TelegramDeliverer:
     ) -> Message | None:
         """The progress message becomes the result photo; None when it cannot be edited."""
         path = output.delivery_path or output.file_path
-        data = await read_file(path)
+        data = await self._media(output, path)
         if len(data) > PHOTO_MAX_BYTES:
             return None
         media = InputMediaPhoto(
@@ -375,7 +500,7 @@ class TelegramDeliverer:
         markup: InlineKeyboardMarkup | None,
     ) -> Message:
         path = output.delivery_path or output.file_path
-        data = await read_file(path)
+        data = await self._media(output, path)
         if len(data) > UPLOAD_MAX_BYTES:
             raise Undeliverable(f"{output.kind.value} over 50 MB")
         name = Path(path).name
@@ -396,7 +521,9 @@ class TelegramDeliverer:
             if output.thumbnail_path:
                 try:
                     thumb = InputFile(
-                        await read_file(output.thumbnail_path), filename="thumb.jpg", attach=True
+                        await self._media(output, output.thumbnail_path),
+                        filename="thumb.jpg",
+                        attach=True,
                     )
                 except Undeliverable:
                     log.info("video thumbnail missing", output=str(output.id))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NoReturn
 from uuid import UUID
 
+from core.db.generations import CancelRequested
 from core.db.types import Executor
-from core.models import JobKind, LibraryStatus, Output
+from core.errors import IllegalTransition, NotFound
+from core.models import Generation, JobKind, LibraryStatus, Output
+from core.states import JobState, sources_of
 
 _UPSERT = """
 INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
@@ -21,6 +25,48 @@ ON CONFLICT (generation_id, position) DO UPDATE SET
     comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
 RETURNING *
 """
+
+# The job's last output saved and the job moved to `delivering`, in one statement (one round
+# trip, one commit): the same as `_UPSERT` followed by `generations.transition(job,
+# DELIVERING, unless_cancelled=True, keep_owner=$17)`, whose SQL `moved` and `history`
+# mirror for that one target (keep them in step; a test compares the two ways). `old` locks
+# the job's row first, so a cancel request that got in first is seen and wins (the output is
+# saved either way, as with two statements). The output comes back as one value of the
+# table's row type (its columns would clash with the job's).
+_SAVE_DELIVERING = """
+WITH saved AS (
+    INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path,
+        thumbnail_path, mime, size_bytes, sha256, width, height, duration_s, comfy_node,
+        comfy_filename, library_status)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    ON CONFLICT (generation_id, position) DO UPDATE SET
+        kind = EXCLUDED.kind, file_path = EXCLUDED.file_path,
+        delivery_path = EXCLUDED.delivery_path, thumbnail_path = EXCLUDED.thumbnail_path,
+        mime = EXCLUDED.mime, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
+        width = EXCLUDED.width, height = EXCLUDED.height, duration_s = EXCLUDED.duration_s,
+        comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
+    RETURNING outputs AS output
+), old AS (
+    SELECT id, status, cancel_requested FROM generations WHERE id = $1 FOR UPDATE
+), moved AS (
+    UPDATE generations g SET
+        status = 'delivering',
+        delivering_at = now(),
+        lease_owner = CASE WHEN $17 THEN lease_owner ELSE NULL END,
+        updated_at = now()
+    FROM old
+    WHERE g.id = old.id AND old.status = ANY($16::text[]) AND NOT old.cancel_requested
+    RETURNING g.*, old.status AS from_status
+), history AS (
+    INSERT INTO generation_events (generation_id, from_status, to_status, detail)
+    SELECT id, from_status, 'delivering', '{}'::jsonb FROM moved
+)
+SELECT moved.*, (SELECT output FROM saved) AS saved_output,
+    CASE WHEN NOT $17 THEN pg_notify('animebot_queue', 'delivering ' || moved.id::text) END
+    AS notified
+FROM moved
+"""
+_TO_DELIVERING_FROM = [state.value for state in sources_of(JobState.DELIVERING)]
 
 
 async def save_output(
@@ -43,7 +89,6 @@ async def save_output(
     library_enabled: bool = True,
 ) -> Output:
     """Insert or (on a redo after restart) replace output `position` of a generation."""
-    status = LibraryStatus.PENDING if library_enabled else LibraryStatus.OFF
     row = await db.fetchrow(
         _UPSERT,
         generation_id,
@@ -60,9 +105,84 @@ async def save_output(
         duration_s,
         comfy_node,
         comfy_filename,
-        status.value,
+        _library_status(library_enabled).value,
     )
     return Output.from_record(row)  # type: ignore[no-any-return]
+
+
+def _library_status(library_enabled: bool) -> LibraryStatus:
+    return LibraryStatus.PENDING if library_enabled else LibraryStatus.OFF
+
+
+async def save_output_delivering(
+    db: Executor,
+    *,
+    generation_id: UUID,
+    position: int,
+    kind: JobKind,
+    file_path: str,
+    mime: str,
+    size_bytes: int,
+    sha256: str,
+    delivery_path: str | None = None,
+    thumbnail_path: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    duration_s: float | None = None,
+    comfy_node: str | None = None,
+    comfy_filename: str | None = None,
+    library_enabled: bool = True,
+    keep_owner: bool = False,
+) -> tuple[Generation, Output]:
+    """`save_output` of a job's last output, and the job POSTPROCESSING -> DELIVERING unless a
+    cancel was requested, in one statement: the job (as `generations.transition` returns it)
+    and the saved output.
+
+    The transition is `generations.transition(..., JobState.DELIVERING, unless_cancelled=True,
+    keep_owner=keep_owner)`: checked under the job's row lock (a cancel that got in first
+    always wins: `CancelRequested`), refused with `IllegalTransition` from any state but
+    `postprocessing`, recorded in the job's history, and announced with NOTIFY unless
+    `keep_owner` (this process keeps the lease and delivers the job itself). The output is
+    saved even when the transition is refused."""
+    row = await db.fetchrow(
+        _SAVE_DELIVERING,
+        generation_id,
+        position,
+        kind.value,
+        file_path,
+        delivery_path,
+        thumbnail_path,
+        mime,
+        size_bytes,
+        sha256,
+        width,
+        height,
+        duration_s,
+        comfy_node,
+        comfy_filename,
+        _library_status(library_enabled).value,
+        _TO_DELIVERING_FROM,
+        keep_owner,
+    )
+    if row is None:
+        await _not_delivering(db, generation_id)
+    output = Output.from_record(row["saved_output"])
+    skipped = ("from_status", "saved_output", "notified")
+    job = Generation.from_record({k: v for k, v in row.items() if k not in skipped})
+    return job, output
+
+
+async def _not_delivering(db: Executor, job_id: UUID) -> NoReturn:
+    """Why a job did not move to `delivering` (always raises), as `generations.transition`
+    tells it."""
+    row = await db.fetchrow(
+        "SELECT status, cancel_requested FROM generations WHERE id = $1", job_id
+    )
+    if row is None:
+        raise NotFound(f"job {job_id} not found", user_message="That job does not exist.")
+    if row["cancel_requested"] and row["status"] in _TO_DELIVERING_FROM:
+        raise CancelRequested(f"job {job_id}: cancel requested before delivering")
+    raise IllegalTransition(f"job {job_id}: illegal transition {row['status']} -> delivering")
 
 
 async def list_outputs(db: Executor, generation_id: UUID) -> list[Output]:

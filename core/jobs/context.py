@@ -11,7 +11,7 @@ import asyncpg
 
 from core.events import EventBus, JobEvent
 from core.jobs.backends import BackendPool
-from core.models import Generation
+from core.models import Generation, Output
 from core.settings import Settings
 from core.workflows.registry import Registry
 
@@ -26,8 +26,13 @@ class EngineContext:
     owner: int  # this process's worker key
     cancels: dict[UUID, asyncio.Event] = field(default_factory=dict)
     delivery_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set when this process delivers: a finished job goes straight to it (lease kept).
-    hand_off: Callable[[Generation], None] | None = None
+    # Set when this process delivers: a finished job goes straight to it (lease kept), with
+    # the outputs just saved and the delivery files' contents at hand (path -> bytes), so the
+    # delivery need not read them back.
+    hand_off: Callable[[Generation, list[Output], dict[str, bytes]], None] | None = None
+    # Set when this process delivers: called once a job's prompt is in ComfyUI, so the
+    # delivery can read what its message needs while ComfyUI works (never raises).
+    prepare_delivery: Callable[[Generation], None] | None = None
 
     def cancel_event(self, job_id: UUID) -> asyncio.Event:
         return self.cancels.setdefault(job_id, asyncio.Event())

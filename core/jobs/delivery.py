@@ -8,12 +8,21 @@ Each message is recorded the moment the chat has accepted it (`DeliveryLedger.se
 anything else is sent: a process killed after that point never sends the same file again. The
 next process is handed the job with its `result_message_id` and the outputs' message ids filled
 in, and sends only what is still missing.
+
+A job finished by a runner of the delivering process is handed to the deliverer with the job
+row and the outputs that runner has just saved (no read back); a delivery retried, adopted or
+resumed after a restart reads them from the database. A deliverer may also implement
+`DeliveryPreparer`: its `prepare(job)` is called once the job's prompt is in ComfyUI, so what
+the result's message needs (e.g. the requester's language) is read while ComfyUI works, and
+its `preload(job_id, files)` right before a handed-over delivery, with the contents of the
+files just written (nothing is read back from disk).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from core.models import Generation, Output
@@ -57,6 +66,23 @@ class Deliverer(Protocol):
 
     async def library_linked(self, job: Generation, output: Output, link: str) -> None:
         """The output was filed in the media library: add the link to the delivered message."""
+        ...
+
+
+@runtime_checkable
+class DeliveryPreparer(Protocol):
+    """What a deliverer may also do: get ready for a job's delivery before it starts."""
+
+    def prepare(self, job: Generation) -> None:
+        """`job`'s prompt is in ComfyUI and this process will probably deliver it: start
+        reading what its delivery needs (in the background; never raises, never blocks). A
+        delivery that finds nothing prepared reads it then."""
+        ...
+
+    def preload(self, job_id: UUID, files: Mapping[str, bytes]) -> None:
+        """The contents of files of the job this process has just written (path -> bytes,
+        e.g. the Telegram JPEG): its delivery, which starts next, sends them without reading
+        them back (taken by that delivery only; a retry reads the files)."""
         ...
 
 

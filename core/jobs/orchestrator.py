@@ -29,11 +29,11 @@ from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
 from core.jobs.backends import BackendHandle, BackendPool
 from core.jobs.context import EngineContext
-from core.jobs.delivery import Deliverer, unsent_outputs
+from core.jobs.delivery import Deliverer, DeliveryPreparer, unsent_outputs
 from core.jobs.ledger import StoreLedger
 from core.jobs.runner import JobRunner
 from core.logs import bind_context, clear_context, get_logger
-from core.models import Generation
+from core.models import Generation, Output
 from core.states import JobState
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class Orchestrator:
             backends=self.backends,
             owner=runtime.worker_key,
             hand_off=self._hand_off if deliverer is not None else None,
+            prepare_delivery=self._prepare_delivery if deliverer is not None else None,
         )
         self.dispatch_wakeup = asyncio.Event()
         # False once a dispatch round has seen the whole queue taken: a freed slot then needs
@@ -434,16 +435,31 @@ class Orchestrator:
                 continue
             self._start_delivery(job)
 
-    def _hand_off(self, job: Generation) -> None:
+    def _hand_off(self, job: Generation, outputs: list[Output], files: dict[str, bytes]) -> None:
         """A runner of this process finished `job` and kept its lease: deliver it now, with
         no NOTIFY, no list of deliverable jobs and no adoption (if this process dies first,
-        its lease is dead and any process delivers the job)."""
+        its lease is dead and any process delivers the job). `outputs` are the ones the
+        runner has just saved and `files` the contents of their delivery files (path ->
+        bytes): nothing is read back."""
         if self._stopping:
             return  # delivered by the next process (or this one after a restart)
-        self._start_delivery(job)
+        self._start_delivery(job, outputs, files)
 
-    def _start_delivery(self, job: Generation) -> None:
-        task = asyncio.create_task(self._deliver(job), name=f"deliver-{job.id}")
+    def _prepare_delivery(self, job: Generation) -> None:
+        """`job`'s prompt is in ComfyUI: the deliverer may read what it will need now."""
+        if isinstance(self.deliverer, DeliveryPreparer):
+            try:
+                self.deliverer.prepare(job)
+            except Exception:
+                log.exception("delivery not prepared", job_id=str(job.id))
+
+    def _start_delivery(
+        self,
+        job: Generation,
+        outputs: list[Output] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
+        task = asyncio.create_task(self._deliver(job, outputs, files), name=f"deliver-{job.id}")
         self.deliveries[job.id] = task
         task.add_done_callback(self._delivery_finished(job.id))
 
@@ -453,12 +469,20 @@ class Orchestrator:
 
         return finished
 
-    async def _deliver(self, job: Generation) -> None:
+    async def _deliver(
+        self,
+        job: Generation,
+        outputs: list[Output] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
+        """Deliver `job` and mark it done; on failure release it for a later retry (which
+        reads the job and its outputs again). `outputs` and `files`: handed over by this
+        process's runner, else read from the database and the disk."""
         assert self.deliverer is not None
         bind_context(job_id=str(job.id))
         try:
             if job.delivery_error is None:
-                await self._send_missing(job)
+                await self._send_missing(job, outputs, files)
             done = await gen_db.transition(self.ctx.db, job.id, JobState.DONE)
             self._delivery_backoff.pop(job.id, None)
             self.ctx.publish_state(done)
@@ -481,19 +505,28 @@ class Orchestrator:
         finally:
             clear_context(["job_id"])
 
-    async def _send_missing(self, job: Generation) -> None:
+    async def _send_missing(
+        self,
+        job: Generation,
+        outputs: list[Output] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         """Send what this job has not delivered yet (all of it, unless a previous process was
-        stopped mid-delivery); each message is recorded by the ledger as soon as it is sent."""
+        stopped mid-delivery); each message is recorded by the ledger as soon as it is sent.
+        `outputs` None: read from the database (an adopted, retried or resumed delivery);
+        `files`: contents of the delivery files, handed to the deliverer if it takes them."""
         assert self.deliverer is not None
-        outputs = await out_db.list_outputs(self.ctx.db, job.id)
+        if outputs is None:
+            outputs = await out_db.list_outputs(self.ctx.db, job.id)
         if job.result_message_id is not None and not unsent_outputs(job, outputs):
             return
         if job.result_message_id is not None:
             log.info("resuming an interrupted delivery", message_id=job.result_message_id)
-        receipt = await asyncio.wait_for(
-            self.deliverer.deliver(job, outputs, StoreLedger(self.ctx.db, job.id)),
-            DELIVERY_TIMEOUT_S,
-        )
+        if files and isinstance(self.deliverer, DeliveryPreparer):
+            self.deliverer.preload(job.id, files)
+        # (a timeout scope, not wait_for: no task in between, the delivery starts at once)
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            receipt = await self.deliverer.deliver(job, outputs, StoreLedger(self.ctx.db, job.id))
         if receipt.error is not None:  # not delivered (blocked, refused): the job ends anyway
             await gen_db.record_delivery(
                 self.ctx.db,

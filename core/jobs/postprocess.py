@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, replace
+from concurrent import futures
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.comfy.protocol import OutputRef
@@ -19,6 +20,9 @@ from core.models import Generation, JobKind
 from core.music.mix import mix_soundtrack
 from core.music.service import MusicService, SoundtrackChoice
 from core.settings import Settings
+
+# Threads for the archive part of images (their tasks never wait for anything).
+_ARCHIVE = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="postprocess-archive")
 
 _IMAGE_MIME = {
     ".png": "image/png",
@@ -40,6 +44,9 @@ class OutputSpec:
     width: int | None
     height: int | None
     duration_s: float | None
+    # The delivery file's contents when they are at hand (images): delivery sends them
+    # without reading the file back. Not recorded anywhere.
+    delivery_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def sha256_of(path: Path) -> str:
@@ -88,6 +95,7 @@ async def process_output(
         width=files.width,
         height=files.height,
         duration_s=None,
+        delivery_bytes=files.photo_bytes,
     )
 
 
@@ -95,6 +103,7 @@ async def process_output(
 class _ImageFiles:
     original: Path
     photo: Path
+    photo_bytes: bytes
     size_bytes: int
     sha256: str
     width: int
@@ -102,22 +111,41 @@ class _ImageFiles:
 
 
 def _image_files(downloaded: Path, index: int, out_dir: Path, meta: GenerationMeta) -> _ImageFiles:
-    """The kept original (with `meta` for PNG/JPEG) and the Telegram JPEG of one image, in one
-    pass over bytes in memory (blocking: one thread hop instead of one per step)."""
+    """The kept original (with `meta` for PNG/JPEG) and the Telegram JPEG of one image, from
+    bytes in memory (blocking: one thread hop instead of one per step).
+
+    The Telegram JPEG (decode, encode, write: what delivery waits for) is made in this thread
+    while the archive part (the original written, the download removed, size and sha256) runs
+    in another: Pillow and the file system release the GIL, so the two overlap."""
     ext = downloaded.suffix.lower()
     original = downloaded.with_name(f"{index:02d}_original{ext}")
     data = downloaded.read_bytes()
-    if ext in (".png", ".jpg", ".jpeg"):
+    with_meta = ext in (".png", ".jpg", ".jpeg")
+    if with_meta:
         data = embed_metadata_bytes(data, meta)
+    archived = _ARCHIVE.submit(_keep_original, downloaded, original, data, with_meta)
+    photo = out_dir / f"{index:02d}_telegram.jpg"
+    try:
+        photo_bytes, _size = build_telegram_photo(data)
+        atomic_write(photo, photo_bytes)
+    except BaseException:
+        futures.wait([archived])  # the original is kept all the same, as in one pass
+        raise
+    size_bytes, sha256, (width, height) = archived.result()
+    return _ImageFiles(original, photo, photo_bytes, size_bytes, sha256, width, height)
+
+
+def _keep_original(
+    downloaded: Path, original: Path, data: bytes, with_meta: bool
+) -> tuple[int, str, tuple[int, int]]:
+    """The archive part of an image: the original kept (`data`, with its metadata, else the
+    download renamed), its size, sha256 and stored size (as `probe()` reports it)."""
+    if with_meta:
         atomic_write(original, data)
         downloaded.unlink(missing_ok=True)
     else:
         downloaded.replace(original)
-    photo_bytes, _size = build_telegram_photo(data)
-    photo = out_dir / f"{index:02d}_telegram.jpg"
-    atomic_write(photo, photo_bytes)
-    width, height = stored_size(data)  # as stored, like probe() reports it
-    return _ImageFiles(original, photo, len(data), hashlib.sha256(data).hexdigest(), width, height)
+    return len(data), hashlib.sha256(data).hexdigest(), stored_size(data)
 
 
 async def _with_soundtrack(

@@ -6,6 +6,11 @@ also how a job is resumed after a restart (`resume=True`): history is read befor
 submitted again, so a job that finished meanwhile is completed, never run twice. A prompt still
 in ComfyUI's queue sends its events to the client id it was submitted with (read from
 `/queue`): the runner takes that id over with a guest socket, so its progress goes on.
+
+An output node's `executed` event names its files before the prompt has finished: each is
+downloaded and post-processed from then on, while ComfyUI finishes the prompt and its history is
+read. The history stays the authority: work on a file it does not list at that place is waited
+for and done again; nothing is saved before the job is `postprocessing`.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ from core.errors import (
 from core.events import JobEvent
 from core.jobs.backends import BackendHandle
 from core.jobs.context import EngineContext
-from core.jobs.postprocess import process_output
+from core.jobs.postprocess import OutputSpec, process_output
 from core.jobs.progress import ProgressModel
 from core.logs import bind_context, clear_context, get_logger
-from core.models import Generation
+from core.models import Generation, Output
 from core.states import JobState
 from core.workflows.patch import patch
 
@@ -106,6 +111,9 @@ class JobRunner:
         self._jitter = random.uniform(0.8, 1.2)  # runners do not all poll in the same second
         # The first write waits too: a job of a few seconds gets its bar from the transitions.
         self._last_progress_write = time.monotonic()
+        # Outputs fetched and post-processed as their `executed` events came: index -> (file,
+        # work), in the order the events named them.
+        self._early: dict[int, tuple[p.OutputRef, asyncio.Task[OutputSpec]]] = {}
 
     async def run(self) -> None:
         bind_context(job_id=self.pid, backend=self.backend.url)
@@ -189,14 +197,24 @@ class JobRunner:
         model = ProgressModel.for_prompt(prompt)
         queue = self.backend.socket.subscribe(self.pid)
         try:
-            entry = await self._start_or_resume(prompt, queue)
-            if entry is None:
-                queue = await self._follow_previous_process(queue)
-                entry = await self._track(prompt, queue, model)
+            try:
+                entry = await self._start_or_resume(prompt, queue)
+                self._prepare_delivery()
+                if entry is None:
+                    queue = await self._follow_previous_process(queue)
+                    entry = await self._track(prompt, queue, model)
+            finally:
+                self.backend.socket.unsubscribe(self.pid)
+                await self._stop_following()
+            await self._finish(entry)
         finally:
-            self.backend.socket.unsubscribe(self.pid)
-            await self._stop_following()
-        await self._finish(entry)
+            await self._drop_early()
+
+    def _prepare_delivery(self) -> None:
+        """The prompt is in ComfyUI (or finished there): this process's delivery, if it has
+        one, reads what the result's message needs now, not after ComfyUI finished."""
+        if self.ctx.prepare_delivery is not None:
+            self.ctx.prepare_delivery(self.job)
 
     async def _follow_previous_process(self, queue: asyncio.Queue[Event]) -> asyncio.Queue[Event]:
         """A resumed prompt sends its events to the client id it was submitted with: take that
@@ -380,6 +398,9 @@ class JobRunner:
             await self._mark_running()
             model.step(event.node, event.value, event.max, time.monotonic())
             await self._progress(model)
+        elif isinstance(event, p.Executed):
+            self._start_early(event)
+            await asyncio.sleep(0)  # its download goes out before the next events are handled
         elif isinstance(event, p.Preview):
             self.ctx.events.publish(
                 JobEvent(
@@ -494,10 +515,15 @@ class JobRunner:
             log.warning("could not cancel in the backend", error=str(error))
 
     async def _finish(self, entry: dict[str, Any]) -> None:
+        """Fetch and post-process every output, save them, and move the job to `delivering`
+        (the last output and the transition in one statement); then hand it to this process's
+        delivery with its outputs, or leave it to whichever process delivers."""
         refs = await self._outputs_of(entry)
         out_dir = self.ctx.settings.outputs_dir / self.pid
-        # The first download starts while `postprocessing` is being recorded.
-        first = asyncio.ensure_future(self._download(refs[0], out_dir, _download_name(0, refs[0])))
+        # The first output is downloaded and post-processed (or is already, since its
+        # `executed` event) while `postprocessing` is being recorded: the statement's round
+        # trip and commit are hidden; the job is in that state before anything is saved.
+        first = asyncio.ensure_future(self._output(0, refs[0], out_dir))
         try:
             await self._enter_postprocessing()
         except BaseException:
@@ -505,19 +531,25 @@ class JobRunner:
             with contextlib.suppress(BaseException):
                 await first
             raise
-        for index, ref in enumerate(refs):
-            if index == 0:
-                downloaded = await first
-            else:
-                downloaded = await self._download(ref, out_dir, _download_name(index, ref))
-            await self._keep_output(index, ref, downloaded, out_dir)
-        self.job = await self._to_delivering()
-        self.ctx.publish_state(self.job)
-        log.info("job ready for delivery", outputs=len(refs))
+        specs = [await first]
+        outputs: list[Output] = []
+        for index in range(1, len(refs)):
+            outputs.append(await self._save_output(index - 1, refs[index - 1], specs[-1]))
+            specs.append(await self._output(index, refs[index], out_dir))
+        self.job, last = await self._save_last_output(len(refs) - 1, refs[-1], specs[-1])
+        outputs.append(last)
+        files = {str(s.delivery_path): s.delivery_bytes for s in specs if s.delivery_bytes}
+        # Handed off before the state event is published (both in this same step, so every
+        # subscriber still sees `delivering` before `done`): the delivery's first step runs
+        # before the progress message's handling of that event (the message is the delivery's
+        # from then on).
         if self.ctx.hand_off is not None:
-            self.ctx.hand_off(self.job)
+            self.ctx.hand_off(self.job, outputs, files)
         else:
             self.ctx.delivery_wakeup.set()
+        self.ctx.publish_state(self.job)
+        await asyncio.sleep(0)  # the delivery's request goes out before this is logged
+        log.info("job ready for delivery", outputs=len(refs))
 
     async def _outputs_of(self, entry: dict[str, Any]) -> list[p.OutputRef]:
         """The image/video outputs of a finished prompt; raises when it did not succeed."""
@@ -528,7 +560,7 @@ class JobRunner:
             if await self._cancel_requested():
                 raise JobCancelled("interrupted")
             raise JobFailed("interrupted", user_message="The GPU server interrupted the job.")
-        refs = [r for r in p.outputs_from_history(entry, only_output=True) if r.kind != "audio"]
+        refs = _kept(p.outputs_from_history(entry))
         if not refs:
             raise JobFailed("no outputs", user_message="The workflow produced no image or video.")
         return refs
@@ -542,31 +574,93 @@ class JobRunner:
         )
         self.ctx.publish_state(self.job)
 
-    async def _keep_output(
-        self, index: int, ref: p.OutputRef, downloaded: Path, out_dir: Path
-    ) -> None:
-        """Post-process one downloaded output and record it."""
-        spec = await self._unless_cancelled(
+    def _start_early(self, event: p.Executed) -> None:
+        """An output node finished: fetch and post-process its files now (see the module
+        docstring), with the same filters as the history's outputs."""
+        out_dir = self.ctx.settings.outputs_dir / self.pid
+        for ref in _kept(p.outputs_from_node_output(event.node, event.output)):
+            index = len(self._early)
+            work = asyncio.ensure_future(self._fetch_and_process(index, ref, out_dir))
+            self._early[index] = (ref, work)
+
+    async def _output(self, index: int, ref: p.OutputRef, out_dir: Path) -> OutputSpec:
+        """Output `index` fetched and post-processed: by the work its `executed` event
+        started, when that was the same file and it succeeded; else now."""
+        early = self._early.pop(index, None)
+        if early is not None:
+            early_ref, work = early
+            try:  # (waited for even when not used: it writes this index's files)
+                spec = await work
+            except JobCancelled:
+                raise
+            except Exception as error:
+                log.info("early output work failed; doing it again", error=str(error))
+            else:
+                if early_ref == ref:
+                    return spec
+                log.info("the history lists another output here; doing it again", index=index)
+        return await self._fetch_and_process(index, ref, out_dir)
+
+    async def _drop_early(self) -> None:
+        """Stop the early output work nobody used (the job ended otherwise, or the history
+        listed fewer outputs) and remove the files of the work that was complete: no output
+        row names them."""
+        works = [work for _ref, work in self._early.values()]
+        self._early = {}
+        for work in works:
+            work.cancel()
+        unused: list[Path] = []
+        for result in await asyncio.gather(*works, return_exceptions=True):
+            if isinstance(result, OutputSpec):
+                unused += [result.file_path, result.delivery_path]
+                unused += [result.thumbnail_path] if result.thumbnail_path else []
+        if unused:
+            await asyncio.to_thread(_remove_files, unused)
+
+    async def _fetch_and_process(self, index: int, ref: p.OutputRef, out_dir: Path) -> OutputSpec:
+        """Download one output and post-process it (a cancel request stops it)."""
+        downloaded = await self._download(ref, out_dir, _download_name(index, ref))
+        return await self._unless_cancelled(
             process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
         )
-        await out_db.save_output(
-            self.ctx.db,
-            generation_id=self.job.id,
-            position=index,
-            kind=spec.kind,
-            file_path=str(spec.file_path),
-            mime=spec.mime,
-            size_bytes=spec.size_bytes,
-            sha256=spec.sha256,
-            delivery_path=str(spec.delivery_path),
-            thumbnail_path=str(spec.thumbnail_path) if spec.thumbnail_path else None,
-            width=spec.width,
-            height=spec.height,
-            duration_s=spec.duration_s,
-            comfy_node=ref.node_id,
-            comfy_filename=ref.filename[:255],
-            library_enabled=self.ctx.settings.jellyfin_library_dir is not None,
-        )
+
+    async def _save_output(self, index: int, ref: p.OutputRef, spec: OutputSpec) -> Output:
+        return await out_db.save_output(self.ctx.db, **self._output_row(index, ref, spec))
+
+    async def _save_last_output(
+        self, index: int, ref: p.OutputRef, spec: OutputSpec
+    ) -> tuple[Generation, Output]:
+        """Save the last output and move the job POSTPROCESSING -> DELIVERING, in one
+        statement, unless a cancel was requested: checked under the row lock, so a cancel that
+        got in first always wins (never a result after "cancelled"). A process that delivers
+        keeps the lease (the job is handed to its delivery)."""
+        try:
+            return await out_db.save_output_delivering(
+                self.ctx.db,
+                **self._output_row(index, ref, spec),
+                keep_owner=self.ctx.hand_off is not None,
+            )
+        except gen_db.CancelRequested as error:
+            raise JobCancelled("cancelled while post-processing") from error
+
+    def _output_row(self, index: int, ref: p.OutputRef, spec: OutputSpec) -> dict[str, Any]:
+        return {
+            "generation_id": self.job.id,
+            "position": index,
+            "kind": spec.kind,
+            "file_path": str(spec.file_path),
+            "mime": spec.mime,
+            "size_bytes": spec.size_bytes,
+            "sha256": spec.sha256,
+            "delivery_path": str(spec.delivery_path),
+            "thumbnail_path": str(spec.thumbnail_path) if spec.thumbnail_path else None,
+            "width": spec.width,
+            "height": spec.height,
+            "duration_s": spec.duration_s,
+            "comfy_node": ref.node_id,
+            "comfy_filename": ref.filename[:255],
+            "library_enabled": self.ctx.settings.jellyfin_library_dir is not None,
+        }
 
     async def _unless_cancelled(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a post-processing step; a cancel request stops it (and its ffmpeg) at once."""
@@ -587,21 +681,6 @@ class JobRunner:
         if task in done:
             return task.result()
         raise JobCancelled("cancelled while post-processing")
-
-    async def _to_delivering(self) -> Generation:
-        """POSTPROCESSING -> DELIVERING unless a cancel was requested: checked under the row
-        lock, so a cancel that got in first always wins (never a result after "cancelled").
-        A process that delivers keeps the lease (the job is handed to its delivery)."""
-        try:
-            return await gen_db.transition(
-                self.ctx.db,
-                self.job.id,
-                JobState.DELIVERING,
-                unless_cancelled=True,
-                keep_owner=self.ctx.hand_off is not None,
-            )
-        except gen_db.CancelRequested as error:
-            raise JobCancelled("cancelled while post-processing") from error
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -634,6 +713,17 @@ class JobRunner:
                 message="waiting for a GPU server",
             )
         )
+
+
+def _kept(refs: list[p.OutputRef]) -> list[p.OutputRef]:
+    """The files of a prompt's outputs the job keeps: saved ones (not `temp` previews), images
+    and videos (not audio)."""
+    return [ref for ref in refs if ref.type == "output" and ref.kind != "audio"]
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _download_name(index: int, ref: p.OutputRef) -> str:

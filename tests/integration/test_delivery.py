@@ -19,11 +19,12 @@ from telegram import Bot
 from telegram.error import NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
+from bot import delivery as delivery_mod
 from bot.delivery import TelegramDeliverer
 from bot.keyboards import decode
 from bot.live import LiveProgress, live_for
 from bot.progress import ProgressContent
-from bot.render import ORIGINAL, REROLL, CaptionInfo, caption
+from bot.render import ORIGINAL, REROLL, CaptionInfo, caption, result_markup
 from core.db import characters as char_db
 from core.db import generations as gen_db
 from core.db import outputs as out_db
@@ -744,3 +745,132 @@ async def test_progress_message_missed_by_delivery_is_removed(world: World) -> N
     await world.fake.wait_for(lambda: progress.deleted, timeout=5, what="the stale progress gone")
     result = world.fake.message(world.chat.id, receipt.message_id or 0)
     assert result.media_kind == "photo" and not result.deleted
+
+
+# -- read ahead (DeliveryPreparer) -----------------------------------------------------------------
+
+
+def _count_reads(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The service reads a delivery may make, in order."""
+    reads: list[str] = []
+    for name in ("find_user", "character_names", "chat_settings"):
+        real = getattr(world.service, name)
+
+        async def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            reads.append(_name)
+            return await _real(*args, **kwargs)
+
+        monkeypatch.setattr(world.service, name, counted)
+    return reads
+
+
+async def _prepared(world: World, job: Generation) -> None:
+    world.deliverer.prepare(job)
+    await world.deliverer._prepared[job.id]
+
+
+async def test_a_prepared_delivery_reads_nothing_after_comfyui(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await world.job(character_names=("Aiko", "Mio"))
+    await world.service.update_chat_settings(world.chat.id, send_original=True)
+    progress_id = await world.post_progress(job)
+    reads = _count_reads(world, monkeypatch)
+
+    await _prepared(world, job)
+    world.deliverer.prepare(job)  # once per job
+    # The language is the progress message's: only the names and the chat setting are read.
+    assert sorted(reads) == ["character_names", "chat_settings"]
+    reads.clear()
+    job = await world.reload(await world.delivering(job))
+    output = await world.image_output(job)
+    receipt = await world.deliverer.deliver(job, [output])
+
+    assert reads == []
+    assert receipt.message_id == progress_id and receipt.error is None
+    msg = world.fake.message(world.chat.id, progress_id)
+    assert msg.caption is not None
+    assert msg.caption.splitlines()[1:] == ["👤 Aiko, Mio", "🎲 seed 123456789"]
+    data = callback_data(msg.reply_markup)  # the buttons built ahead are the usual ones
+    assert data == callback_data(
+        result_markup(job.id, job.requester_id, JobKind.IMAGE, "en").to_dict()
+    )
+    docs = [m for m in world.fake.bot_messages(world.chat.id) if m.media_kind == "document"]
+    assert len(docs) == 1  # send_original, as read ahead
+
+
+async def test_read_ahead_without_a_progress_message_reads_the_language_and_is_taken_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await people.upsert_user(world.db.pool, world.user.id, first_name="U", language_code="ru")
+    job = await world.delivering(await world.job())
+    output = await world.image_output(job)
+    reads = _count_reads(world, monkeypatch)
+    await _prepared(world, job)
+    assert sorted(reads) == ["character_names", "chat_settings", "find_user"]
+    # The user switches to English while the job runs: the result may keep the old language.
+    await people.upsert_user(world.db.pool, world.user.id, first_name="U", language_code="en")
+    reads.clear()
+
+    world.fake.fail_next("sendPhoto", kind=502)
+    with pytest.raises(NetworkError):
+        await world.deliverer.deliver(job, [output])
+    assert reads == []
+    sent = world.fake.calls_of("sendPhoto")[-1]
+    assert "🎲 сид" in str(sent.params["caption"])
+
+    receipt = await world.deliverer.deliver(job, [output])  # the retry reads it all again
+    assert receipt.message_id is not None
+    assert sorted(reads) == ["character_names", "chat_settings", "find_user"]
+    msg = world.fake.message(world.chat.id, receipt.message_id)
+    assert msg.caption is not None and "🎲 seed" in msg.caption
+
+
+async def test_a_failed_read_ahead_is_read_again_at_delivery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await world.delivering(await world.job())
+    output = await world.image_output(job)
+
+    async def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(world.service, "character_names", down)
+    await _prepared(world, job)
+    monkeypatch.undo()
+    reads = _count_reads(world, monkeypatch)
+
+    receipt = await world.deliverer.deliver(job, [output])
+
+    assert reads == ["character_names"]
+    msg = world.fake.message(world.chat.id, receipt.message_id or 0)
+    assert msg.caption is not None and "👤 Aiko" in msg.caption
+
+
+async def test_preloaded_files_are_sent_without_reading_them_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await world.job()
+    progress_id = await world.post_progress(job)
+    job = await world.reload(await world.delivering(job))
+    output = await world.image_output(job)
+    photo = Path(output.delivery_path or "")
+    read: list[str | None] = []
+    real_read = delivery_mod.read_file
+
+    async def counted(path: str | None) -> bytes:
+        read.append(path)
+        return await real_read(path)
+
+    monkeypatch.setattr(delivery_mod, "read_file", counted)
+    world.deliverer.preload(job.id, {str(photo): photo.read_bytes()})
+
+    world.fake.fail_next("editMessageMedia", kind=502)
+    with pytest.raises(NetworkError):
+        await world.deliverer.deliver(job, [output])
+    assert read == []  # uploaded from memory
+
+    receipt = await world.deliverer.deliver(job, [output])  # a retry reads the file
+    assert read == [str(photo)]
+    assert receipt.message_id == progress_id
+    assert world.fake.message(world.chat.id, progress_id).media_bytes == photo.read_bytes()

@@ -149,7 +149,8 @@ async def test_cancel_while_postprocessing(
             gate.held.add(slow)
             fake_comfy.release()
             await until(lambda: slow in gate.entered, what="post-processing started")
-            assert (await job(runtime, slow)).status is JobState.POSTPROCESSING
+            # (`postprocessing` is recorded while the first output is being processed)
+            await wait_all(runtime, [slow], {JobState.POSTPROCESSING}, timeout=5)
             await runtime.service.cancel(actor(1), slow)
             (ended,) = await wait_all(runtime, [slow], timeout=5)
             assert ended.status is JobState.CANCELLED

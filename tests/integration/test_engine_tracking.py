@@ -12,23 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 from uuid import UUID
 
+import asyncpg
+import asyncpg.connection
 import pytest
 
 from core.comfy import protocol as p
 from core.comfy.routing import EventRouter
 from core.db import generations as gen_db
+from core.db import outputs as out_db
+from core.db.pool import connect
 from core.jobs import orchestrator as orchestrator_mod
 from core.jobs import runner as runner_mod
+from core.jobs.delivery import DeliveryLedger, DeliveryReceipt
 from core.jobs.runner import JobRunner
 from core.media.metadata import read_generation_metadata
+from core.models import Generation, Output
 from core.states import JobState
 from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
-from tests.integration.engine_kit import fast_engine, job, submit, until, wait_all
+from tests.integration.engine_kit import (
+    PostprocessGate,
+    fast_engine,
+    job,
+    submit,
+    until,
+    wait_all,
+)
 
 
 def _history_reads(fake: Any, job_id: UUID) -> int:
@@ -217,3 +232,250 @@ async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
         assert done.status is JobState.DONE and reads
     finally:
         await runtime.stop()
+
+
+@dataclass
+class PreparingDeliverer(RecordingDeliverer):
+    """Records `prepare` calls (with the job's state then), the files preloaded and the
+    statements sent before each delivery began."""
+
+    prepared: list[tuple[UUID, JobState]] = field(default_factory=list)
+    preloaded: list[tuple[UUID, dict[str, bytes]]] = field(default_factory=list)
+    statements_at_delivery: list[int] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+
+    def prepare(self, job: Generation) -> None:
+        self.prepared.append((job.id, job.status))
+
+    def preload(self, job_id: UUID, files: Mapping[str, bytes]) -> None:
+        self.preloaded.append((job_id, dict(files)))
+
+    async def deliver(
+        self, job: Generation, outputs: list[Output], ledger: DeliveryLedger | None = None
+    ) -> DeliveryReceipt:
+        self.statements_at_delivery.append(len(self.statements))
+        return await super().deliver(job, outputs, ledger)
+
+
+def _record_statements(monkeypatch: pytest.MonkeyPatch, into: list[str]) -> None:
+    """Every SQL statement this process sends, in order."""
+    conn_cls = asyncpg.connection.Connection
+    execute, do_execute = conn_cls.execute, conn_cls._do_execute
+
+    async def recorded_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if not args:
+            into.append(" ".join(query.split()))
+        return await execute(self, query, *args, **kwargs)
+
+    async def recorded_do_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        into.append(" ".join(query.split()))
+        return await do_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(conn_cls, "execute", recorded_execute)
+    monkeypatch.setattr(conn_cls, "_do_execute", recorded_do_execute)
+
+
+async def test_the_hand_off_path_reads_nothing_back(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ComfyUI's end to the deliverer: the outputs and the `delivering` transition are
+    one statement, the outputs are handed over in memory (not read back), and the deliverer
+    was told to prepare while ComfyUI worked."""
+    fast_engine(monkeypatch)
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    install_models(fake_comfy, settings)
+    deliverer = PreparingDeliverer()
+    finished_at: list[int] = []
+    real_finish = JobRunner._finish
+
+    async def finish(self: JobRunner, entry: dict[str, Any]) -> None:
+        finished_at.append(len(deliverer.statements))
+        await real_finish(self, entry)
+
+    monkeypatch.setattr(JobRunner, "_finish", finish)
+    listed_before_delivery: list[UUID] = []
+    real_list = out_db.list_outputs
+
+    async def list_outputs(db: Any, job_id: UUID) -> list[Output]:
+        if not deliverer.delivered:  # (after it, the library filing reads them)
+            listed_before_delivery.append(job_id)
+        return await real_list(db, job_id)
+
+    monkeypatch.setattr(out_db, "list_outputs", list_outputs)
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        _record_statements(monkeypatch, deliverer.statements)
+        fake_comfy.hold()
+        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
+        await until(lambda: str(job_id) in fake_comfy.pending_ids, what="prompt pending")
+        await until(lambda: deliverer.prepared, what="prepared")
+        assert deliverer.prepared == [(job_id, JobState.SUBMITTED)]  # while ComfyUI works
+        fake_comfy.release()
+        (done,) = await wait_all(runtime, [job_id])
+        assert done.status is JobState.DONE
+    finally:
+        await runtime.stop()
+
+    [(handed, outputs)] = deliverer.delivered
+    assert handed.id == job_id and handed.status is JobState.DELIVERING
+    assert outputs == [
+        o.model_copy(update={"telegram_message_id": None, "telegram_file_id": None})
+        for o in await _outputs(pg_dsn, job_id)
+    ]
+    assert listed_before_delivery == []  # handed over: never read back
+    [(preloaded_id, files)] = deliverer.preloaded  # and the JPEG to send, from memory
+    photo = Path(outputs[0].delivery_path or "")
+    assert preloaded_id == job_id and files == {str(photo): photo.read_bytes()}
+    window = deliverer.statements[finished_at[0] : deliverer.statements_at_delivery[0]]
+    touching_outputs = [s for s in window if "outputs" in s]
+    assert len(touching_outputs) == 1 and "'delivering'" in touching_outputs[0]
+    for table in ("users", "characters", "chats"):
+        assert not [s for s in window if f"FROM {table}" in s], window
+    transitions = [s for s in window if s.startswith("WITH old AS")]
+    assert len(transitions) == 1  # `postprocessing`; `delivering` rode on the outputs' statement
+
+
+async def _outputs(dsn: str, job_id: UUID) -> list[Output]:
+    conn = await connect(dsn)
+    try:
+        return await out_db.list_outputs(conn, job_id)
+    finally:
+        await conn.close()
+
+
+# -- outputs fetched as their `executed` events come ---------------------------------------------
+
+
+def _swallow_finish_of(monkeypatch: pytest.MonkeyPatch, job_ids: set[str]) -> None:
+    """`executing{node: null}` of these prompts never reaches their subscriber: the runner
+    learns that they finished from its own poll of the history."""
+    real = EventRouter.route
+
+    def route(self: EventRouter, event: p.Event, now: float) -> str | None:
+        if isinstance(event, p.Executing) and event.finished and event.prompt_id in job_ids:
+            return None
+        return real(self, event, now)
+
+    monkeypatch.setattr(EventRouter, "route", route)
+
+
+async def _early_job(
+    fake_comfy: Any,
+    tmp_path: Path,
+    pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    gate: PostprocessGate,
+    *,
+    swallow_finish: bool = False,
+) -> tuple[Generation, list[Output]]:
+    """One job through the engine; returns the job done and its outputs."""
+    fast_engine(monkeypatch)
+    gate.install(monkeypatch)
+    swallowed: set[str] = set()
+    if swallow_finish:
+        monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 2.0)
+        _swallow_finish_of(monkeypatch, swallowed)
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    install_models(fake_comfy, settings)
+    runtime = await start_runtime(settings, RecordingDeliverer())
+    try:
+        fake_comfy.hold()
+        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
+        swallowed.add(str(job_id))
+        gate.held.add(job_id)
+        fake_comfy.release()
+        await until(lambda: job_id in gate.entered, what="post-processing started")
+        if swallow_finish:
+            # Started on the `executed` event: ComfyUI's end is not even known yet.
+            assert _history_reads(fake_comfy, job_id) == 0
+            assert (await job(runtime, job_id)).status in (JobState.SUBMITTED, JobState.RUNNING)
+        gate.open()
+        (done,) = await wait_all(runtime, [job_id])
+        return done, await runtime.service.outputs(job_id)
+    finally:
+        gate.open()
+        await runtime.stop()
+
+
+def _assert_files_recorded(output: Output) -> None:
+    data = Path(output.file_path).read_bytes()
+    assert output.sha256 == hashlib.sha256(data).hexdigest() and output.size_bytes == len(data)
+    assert Path(output.delivery_path or "").read_bytes().startswith(b"\xff\xd8")
+
+
+async def test_an_output_is_fetched_and_processed_once_its_node_has_run(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = PostprocessGate()
+    done, [output] = await _early_job(
+        fake_comfy, tmp_path, pg_dsn, monkeypatch, gate, swallow_finish=True
+    )
+    assert done.status is JobState.DONE
+    assert gate.calls == [done.id]  # that work was used, not done again
+    _assert_files_recorded(output)
+
+
+async def test_early_work_on_another_file_than_the_history_lists_is_done_again(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = JobRunner._start_early
+
+    def elsewhere(self: JobRunner, event: p.Executed) -> None:
+        real(self, p.Executed(event.prompt_id, "999", event.output))  # another node's
+
+    monkeypatch.setattr(JobRunner, "_start_early", elsewhere)
+    gate = PostprocessGate()
+    done, [output] = await _early_job(fake_comfy, tmp_path, pg_dsn, monkeypatch, gate)
+    assert done.status is JobState.DONE
+    assert gate.calls == [done.id, done.id]  # the early work, then the history's
+    assert output.comfy_node != "999"
+    _assert_files_recorded(output)
+
+
+async def test_failed_early_work_is_done_again(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = JobRunner._start_early
+    tried: list[str] = []
+
+    def missing(self: JobRunner, event: p.Executed) -> None:
+        gone = {"images": [{"filename": "gone.png", "subfolder": "", "type": "output"}]}
+        tried.append(event.node)
+        real(self, p.Executed(event.prompt_id, event.node, gone))
+
+    monkeypatch.setattr(JobRunner, "_start_early", missing)
+    gate = PostprocessGate()
+    fast_engine(monkeypatch)
+    gate.install(monkeypatch)
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    install_models(fake_comfy, settings)
+    runtime = await start_runtime(settings, RecordingDeliverer())
+    try:
+        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
+        (done,) = await wait_all(runtime, [job_id])
+        [output] = await runtime.service.outputs(job_id)
+    finally:
+        await runtime.stop()
+    assert tried and done.status is JobState.DONE
+    assert gate.calls == [job_id]  # only the history's file was post-processed
+    assert output.comfy_filename != "gone.png"
+    _assert_files_recorded(output)
+
+
+async def test_unused_early_work_leaves_no_files(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = JobRunner._start_early
+
+    def twice(self: JobRunner, event: p.Executed) -> None:
+        real(self, event)
+        real(self, p.Executed(event.prompt_id, "999", event.output))  # not in the history
+
+    monkeypatch.setattr(JobRunner, "_start_early", twice)
+    gate = PostprocessGate()
+    done, [output] = await _early_job(fake_comfy, tmp_path, pg_dsn, monkeypatch, gate)
+    assert done.status is JobState.DONE and output.position == 0
+    assert gate.calls == [done.id, done.id]  # both early, the first used
+    folder = Path(output.file_path).parent
+    assert sorted(f.name for f in folder.iterdir()) == ["00_original.png", "00_telegram.jpg"]
+    _assert_files_recorded(output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from core.db import generations as gens
 from core.db import outputs as outs
 from core.db import people
 from core.db.pool import Database
+from core.errors import IllegalTransition
 from core.models import ChatType, Generation, JobKind, LibraryStatus, Output
 from core.states import JobState
 
@@ -296,3 +298,156 @@ async def _main_message(db: Database, job_id: uuid.UUID) -> int | None:
     job = await gens.get_generation(db.pool, job_id)
     assert job is not None
     return job.result_message_id
+
+
+# -- the last output and `delivering` in one statement ---------------------------------------------
+
+TO_POSTPROCESSING = [JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING]
+# Columns that differ between two jobs handled the same way.
+_OWN = {"id", "created_at", "updated_at", "submitted_at", "running_at", "postprocessing_at"}
+
+
+async def _postprocessing(db: Database, owner: int = 7) -> Generation:
+    job = await _job(db)
+    await gens.claim(db.pool, job.id, backend="http://gpu", owner=owner, max_in_flight=5)
+    for state in TO_POSTPROCESSING[1:]:
+        job = await gens.transition(db.pool, job.id, state)
+    return job
+
+
+def _output_fields(job_id: uuid.UUID, position: int = 0) -> dict[str, Any]:
+    return {
+        "generation_id": job_id,
+        "position": position,
+        "kind": JobKind.IMAGE,
+        "file_path": f"outputs/{job_id}/{position:02d}_original.png",
+        "delivery_path": f"outputs/{job_id}/{position:02d}_telegram.jpg",
+        "mime": "image/png",
+        "size_bytes": 1234,
+        "sha256": SHA2,
+        "width": 512,
+        "height": 768,
+        "comfy_node": "9",
+        "comfy_filename": "ComfyUI_00001_.png",
+    }
+
+
+def _comparable(row: Any, *, skip: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k not in skip}
+
+
+@pytest.mark.usefixtures("world")
+@pytest.mark.parametrize("keep_owner", [True, False])
+async def test_save_output_delivering_is_save_output_then_the_transition(
+    db: Database, keep_owner: bool
+) -> None:
+    two_steps, one_step = await _postprocessing(db), await _postprocessing(db)
+    heard: list[str] = []
+
+    def hear(*args: Any) -> None:
+        heard.append(args[3])
+
+    listen = await db.pool.acquire()
+    await listen.add_listener("animebot_queue", hear)
+    try:
+        saved = await outs.save_output(db.pool, **_output_fields(two_steps.id))
+        moved = await gens.transition(
+            db.pool, two_steps.id, JobState.DELIVERING, unless_cancelled=True, keep_owner=keep_owner
+        )
+        job, output = await outs.save_output_delivering(
+            db.pool, **_output_fields(one_step.id), keep_owner=keep_owner
+        )
+        await asyncio.sleep(0.2)  # NOTIFYs arrive
+    finally:
+        await listen.remove_listener("animebot_queue", hear)
+        await db.pool.release(listen)
+
+    # The job as `transition` returns it, and as stored.
+    assert job.status is JobState.DELIVERING and job.delivering_at is not None
+    assert job.lease_owner == (7 if keep_owner else None)
+    assert _comparable(job, skip=_OWN | {"delivering_at"}) == _comparable(
+        moved, skip=_OWN | {"delivering_at"}
+    )
+    assert await gens.get_generation(db.pool, one_step.id) == job
+    # The output as `save_output` returns it, and as stored.
+    own = {"id", "generation_id", "created_at", "file_path", "delivery_path"}
+    assert _comparable(output, skip=own) == _comparable(saved, skip=own)
+    assert await outs.list_outputs(db.pool, one_step.id) == [output]
+    # The same history and the same NOTIFY (none while the process keeps the job).
+    histories = [
+        [(e.from_status, e.to_status, e.detail) for e in await gens.list_events(db.pool, j.id)]
+        for j in (two_steps, one_step)
+    ]
+    assert histories[0] == histories[1]
+    assert histories[1][-1] == ("postprocessing", "delivering", {})
+    expected = [] if keep_owner else [f"delivering {two_steps.id}", f"delivering {one_step.id}"]
+    assert [n for n in heard if n.startswith("delivering")] == expected
+
+
+@pytest.mark.usefixtures("world")
+async def test_save_output_delivering_replaces_a_redone_output(db: Database) -> None:
+    job = await _postprocessing(db)
+    before = await outs.save_output(db.pool, **{**_output_fields(job.id), "sha256": SHA1})
+
+    _job_row, output = await outs.save_output_delivering(db.pool, **_output_fields(job.id))
+
+    assert output.id == before.id and output.sha256 == SHA2
+    assert await outs.list_outputs(db.pool, job.id) == [output]
+
+
+@pytest.mark.usefixtures("world")
+async def test_a_cancel_requested_first_wins_and_the_output_is_kept(db: Database) -> None:
+    job = await _postprocessing(db)
+    assert await gens.request_cancel(db.pool, job.id) is not None
+
+    with pytest.raises(gens.CancelRequested):
+        await outs.save_output_delivering(db.pool, **_output_fields(job.id), keep_owner=True)
+
+    stored = await gens.get_generation(db.pool, job.id)
+    assert stored is not None and stored.status is JobState.POSTPROCESSING
+    assert [e.to_status for e in await gens.list_events(db.pool, job.id)][-1] == "postprocessing"
+    assert len(await outs.list_outputs(db.pool, job.id)) == 1  # saved, as with two statements
+    # ... and the job can still be cancelled.
+    cancelled = await gens.transition(db.pool, job.id, JobState.CANCELLED)
+    assert cancelled.status is JobState.CANCELLED
+
+
+@pytest.mark.usefixtures("world")
+async def test_a_cancel_holding_the_row_lock_is_waited_for(db: Database) -> None:
+    job = await _postprocessing(db)
+    canceller: asyncpg.Connection = await db.pool.acquire()
+    try:
+        tx = canceller.transaction()
+        await tx.start()
+        await canceller.execute(
+            "UPDATE generations SET cancel_requested = true WHERE id = $1", job.id
+        )
+        saving = asyncio.ensure_future(
+            outs.save_output_delivering(db.pool, **_output_fields(job.id), keep_owner=True)
+        )
+        await asyncio.sleep(0.3)
+        assert not saving.done()  # waits for the row lock
+        await tx.commit()
+        with pytest.raises(gens.CancelRequested):
+            await saving
+    finally:
+        await db.pool.release(canceller)
+    stored = await gens.get_generation(db.pool, job.id)
+    assert stored is not None and stored.status is JobState.POSTPROCESSING
+
+
+@pytest.mark.usefixtures("world")
+async def test_save_output_delivering_only_from_postprocessing(db: Database) -> None:
+    running = await _job(db)
+    for state in TO_POSTPROCESSING[:2]:
+        await gens.transition(db.pool, running.id, state)
+    with pytest.raises(IllegalTransition) as refused:
+        await outs.save_output_delivering(db.pool, **_output_fields(running.id))
+    assert not isinstance(refused.value, gens.CancelRequested)
+    stored = await gens.get_generation(db.pool, running.id)
+    assert stored is not None and stored.status is JobState.RUNNING
+
+    delivering = await _postprocessing(db)
+    await outs.save_output_delivering(db.pool, **_output_fields(delivering.id))
+    with pytest.raises(IllegalTransition):  # not twice
+        await outs.save_output_delivering(db.pool, **_output_fields(delivering.id))
