@@ -183,6 +183,21 @@ class BotHarness:
             what=f"message {message.message_id} to show {contains!r}",
         )
 
+    async def wait_scene_question(
+        self, after: Sent, user: FakeUser, timeout: float = 5.0
+    ) -> StoredMessage:
+        """The bot's "what happens in the scene?" question, once its wait is stored: the
+        bot stores it just after sending the question (it names the question's message), so
+        an answer sent the very moment the question shows could come first (a human never
+        answers within milliseconds)."""
+        question = await self.wait_reply(after, contains="What happens in the scene with")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (await self.service.dialogs.of_user(after.chat.id, user.id)).scene_wait is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("the scene question's wait was not stored")
+            await asyncio.sleep(0.01)
+        return question
+
     async def settle(self, seconds: float = 0.3) -> None:
         """Give the bot time to (not) react, for negative assertions."""
         await asyncio.sleep(seconds)
