@@ -163,6 +163,7 @@ class Runtime:
         if deliverer is not None:
             self.orchestrator.on_done.append(self._filing_hook(filer))
         await self.orchestrator.start()
+        self.service.starter = self.orchestrator
         self._stack.push_async_callback(self.stop_engine)
         maintenance = Maintenance(
             self.database.pool,
@@ -189,6 +190,7 @@ class Runtime:
     async def stop_engine(self) -> None:
         """Stop the orchestrator (and its deliveries) now, before the bot closes; idempotent."""
         orchestrator, self.orchestrator = self.orchestrator, None
+        self.service.starter = None
         if orchestrator is not None:
             await orchestrator.stop()
 

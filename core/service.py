@@ -12,9 +12,9 @@ import tempfile
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from core import director
@@ -57,6 +57,7 @@ VARIATION_DENOISE = 0.55
 UPSCALE_FACTOR = 2.0
 APPEARANCE_MAX = 2000
 PERSONALITY_MAX = 1000
+CAST_LIMIT = 500  # characters a scene can name (and the picker offer)
 # Removed from free text: control characters (but line breaks), zero-width spaces, bidi
 # marks and overrides. The zero-width (non-)joiners stay: emoji and Persian words need them.
 _CONTROL = re.compile(
@@ -92,6 +93,25 @@ class JobTicket:
     job: Generation
     position: int | None
     eta_s: float | None
+
+
+class JobStarter(Protocol):
+    """This process's engine, starting the jobs this process queues into an empty queue."""
+
+    def expect(self, job_id: UUID) -> None:
+        """`job_id` is about to be queued here: its NOTIFY needs no dispatch round until
+        `start_new` has said whether it started it."""
+
+    async def start_new(self, job: Generation | None, job_id: UUID, *, alone: bool) -> bool:
+        """True when the job (None: not queued after all) was claimed and started; otherwise
+        the dispatch loop takes it as any queued job."""
+        ...
+
+
+@dataclass(frozen=True)
+class SceneCast:
+    named: list[Character]  # named in the scene's text, in text order
+    owned: list[Character]  # all of the user's characters (up to CAST_LIMIT), as listed
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,9 @@ class StudioService:
         self.capacity = max(1, len(settings.comfyui_urls) * settings.comfyui_max_in_flight)
         self.music = MusicService(settings)
         self.dialogs = Dialogs(self.db)  # unfinished dialogs of the bot, shared by its processes
+        # Set by the runtime while this process runs the engine: starts a job queued into an
+        # empty queue at once, without waiting for the NOTIFY round trip.
+        self.starter: JobStarter | None = None
 
     # -- people and access -------------------------------------------------------------
 
@@ -363,10 +386,11 @@ class StudioService:
         """Parse a scene's options without queuing anything (InvalidInput says what to fix)."""
         return director.parse_scene_request(text, kind=kind.value)
 
-    async def match_characters(self, owner_id: int, text: str) -> list[Character]:
-        """Characters named in the text (`@Name` or the plain name as a word), in text order."""
-        owned = await char_db.list_characters(self.db, owner_id, limit=500)
-        return director.find_named_characters(text, owned)
+    async def scene_cast(self, owner_id: int, text: str) -> SceneCast:
+        """The user's characters (one query) and those the text names (`@Name` or the plain
+        name as a word), in text order."""
+        owned = await char_db.list_characters(self.db, owner_id, limit=CAST_LIMIT)
+        return SceneCast(named=director.find_named_characters(text, owned), owned=owned)
 
     # -- generation -------------------------------------------------------------------------
 
@@ -379,13 +403,17 @@ class StudioService:
         character_ids: list[UUID] | None = None,
         request_message_id: int | None = None,
         soundtrack: SoundtrackChoice | None = None,
+        chat: Chat | None = None,
     ) -> JobTicket:
-        """Queue a scene. A soundtrack (only for videos) is mixed into the delivered video."""
+        """Queue a scene. A soundtrack (only for videos) is mixed into the delivered video.
+        `chat`: the chat's settings when the caller read them while handling this request
+        (`seen`); read here otherwise."""
         request = director.parse_scene_request(text, kind=kind.value)
         if soundtrack is not None and kind is not JobKind.VIDEO:
             raise InvalidInput("soundtrack on image", user_message="Only videos get music.")
-        chat = await self.chat_settings(actor.chat_id)
-        characters = await char_db.get_characters(self.db, character_ids or [])
+        if chat is None or chat.id != actor.chat_id:
+            chat = await self.chat_settings(actor.chat_id)
+        characters = await char_db.get_characters(self.db, character_ids) if character_ids else []
         characters = [c for c in characters if c.owner_id == actor.user_id]
         plan = director.plan_generation(
             request=request,
@@ -431,6 +459,50 @@ class StudioService:
     ) -> JobTicket:
         job_id = uuid.uuid4()
         today = datetime.now(UTC).date()
+        starter = self.starter
+        if starter is not None:
+            starter.expect(job_id)
+        try:
+            job, alone = await self._insert_job(
+                actor,
+                job_id,
+                today,
+                kind=kind,
+                operation=operation,
+                prompt_typed=prompt_typed,
+                workflow=workflow,
+                plan=plan,
+                character_ids=character_ids,
+                request_message_id=request_message_id,
+                parent_id=parent_id,
+                soundtrack=soundtrack,
+            )
+        except BaseException:
+            if starter is not None:
+                await starter.start_new(None, job_id, alone=False)
+            raise
+        log.info("job queued", job_id=str(job.id), kind=kind.value, workflow=workflow)
+        position = await self._place_in_queue(starter, job, alone=alone)
+        return JobTicket(job, position, await self.eta_for(kind, position))
+
+    async def _insert_job(
+        self,
+        actor: Actor,
+        job_id: UUID,
+        today: date,
+        *,
+        kind: JobKind,
+        operation: Operation,
+        prompt_typed: str,
+        workflow: str,
+        plan: director.GenerationPlan,
+        character_ids: list[UUID],
+        request_message_id: int | None,
+        parent_id: UUID | None,
+        soundtrack: SoundtrackChoice | None,
+    ) -> tuple[Generation, bool]:
+        """The user's limits checked and the job inserted, in one transaction; also whether
+        the queue held no other job."""
         async with transaction(self.db) as conn:
             await people.lock_user(conn, actor.user_id)  # concurrent requests: one at a time
             active = await gen_db.count_active_for_user(conn, actor.user_id)
@@ -446,7 +518,7 @@ class StudioService:
                     "daily quota used",
                     user_message="You have used today's quota. It resets at midnight (UTC).",
                 )
-            job = await gen_db.create_generation(
+            job, alone = await gen_db.create_queued(
                 conn,
                 id=job_id,
                 requester_id=actor.user_id,
@@ -465,9 +537,21 @@ class StudioService:
                 seed=plan.seed,
                 soundtrack=soundtrack.to_json() if soundtrack else None,
             )
-        log.info("job queued", job_id=str(job.id), kind=kind.value, workflow=workflow)
-        position = await gen_db.queue_position(self.db, job.id)
-        return JobTicket(job, position, await self.eta_for(kind, position))
+        return job, alone
+
+    async def _place_in_queue(
+        self, starter: JobStarter | None, job: Generation, *, alone: bool
+    ) -> int | None:
+        """The new job's place in the queue; None when this process's engine started it at
+        once (it was queued into an empty queue). First in line when nothing else was
+        queued: no need to rank the queue then."""
+        if starter is not None:
+            try:
+                if await starter.start_new(job, job.id, alone=alone):
+                    return None
+            except Exception as error:  # the dispatch loop takes it as any queued job
+                log.warning("could not start the job at once", job_id=str(job.id), error=str(error))
+        return 1 if alone else await gen_db.queue_position(self.db, job.id)
 
     async def _parent(self, actor: Actor, job_id: UUID) -> Generation:
         parent = await gen_db.require_generation(self.db, job_id)

@@ -1,7 +1,7 @@
 """Scenes: /image, /video, /animate, the character picker and "use in a scene".
 
 - `/image <scene>` and `/video <scene>`: characters named in the text (`Name` or `@Name`) are
-  used directly (`service.match_characters`); when none is named and the user has characters,
+  used directly (`service.scene_cast`); when none is named and the user has characters,
   a multi-select picker asks who is in the scene (the picker message then becomes the job's
   progress message). Options (`--ar 16:9`, `--seed 42`, ...) are checked before the picker;
   a bad one is answered with core's message.
@@ -135,16 +135,14 @@ async def start_scene(
         await reply(update, t("music.only_videos", asker.lang))
         return
     ids = list(preselected or [])
-    for character in await service.match_characters(asker.user_id, text):
+    cast = await service.scene_cast(asker.user_id, text)
+    for character in cast.named:
         if character.id not in ids:
             ids.append(character.id)
-    if not ids:
-        owned, _total = await service.list_characters(asker.user_id, per_page=PICKER_LIMIT)
-        if owned:
-            await ask_characters(
-                update, context, asker, kind, text, owned_pairs(owned), soundtrack=soundtrack
-            )
-            return
+    if not ids and cast.owned:
+        owned = owned_pairs(cast.owned[:PICKER_LIMIT])
+        await ask_characters(update, context, asker, kind, text, owned, soundtrack=soundtrack)
+        return
     await queue_scene(
         update,
         context,
@@ -265,6 +263,7 @@ async def enqueue(
             character_ids=character_ids,
             request_message_id=request_message_id,
             soundtrack=soundtrack,
+            chat=asker.chat,
         )
     except AnimeBotError as error:
         log.info("scene refused", reason=str(error), user_id=asker.user_id)

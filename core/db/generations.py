@@ -36,6 +36,15 @@ def notice_state(payload: object) -> JobState | None:
         return None
 
 
+def notice_job(payload: object) -> UUID | None:
+    """The job id of a NOTIFY animebot_queue payload (None: not understood)."""
+    _state, _, job = str(payload).partition(" ")
+    try:
+        return UUID(job)
+    except ValueError:
+        return None
+
+
 # One statement (one round trip, atomic): the row, its first history entry and the NOTIFY.
 _INSERT = """
 WITH job AS (
@@ -48,7 +57,11 @@ WITH job AS (
     INSERT INTO generation_events (generation_id, from_status, to_status, detail)
     SELECT id, NULL, 'queued', '{}'::jsonb FROM job
 )
-SELECT job.*, pg_notify('animebot_queue', 'queued ' || job.id::text) AS notified FROM job
+SELECT job.*, pg_notify('animebot_queue', 'queued ' || job.id::text) AS notified,
+    NOT EXISTS (
+        SELECT 1 FROM generations q WHERE q.status = 'queued' AND NOT q.cancel_requested
+    ) AS alone
+FROM job
 """
 
 _EVENT = """
@@ -78,6 +91,50 @@ async def create_generation(
     soundtrack: dict[str, Any] | None = None,
 ) -> Generation:
     """Insert a queued job and its first event (and wake the engines), in one statement."""
+    job, _alone = await create_queued(
+        db,
+        id=id,
+        requester_id=requester_id,
+        chat_id=chat_id,
+        kind=kind,
+        prompt_typed=prompt_typed,
+        workflow=workflow,
+        thread_id=thread_id,
+        request_message_id=request_message_id,
+        operation=operation,
+        parent_id=parent_id,
+        prompt_positive=prompt_positive,
+        prompt_negative=prompt_negative,
+        character_ids=character_ids,
+        params=params,
+        seed=seed,
+        soundtrack=soundtrack,
+    )
+    return job
+
+
+async def create_queued(
+    db: Executor,
+    *,
+    id: UUID,
+    requester_id: int,
+    chat_id: int,
+    kind: JobKind,
+    prompt_typed: str,
+    workflow: str,
+    thread_id: int | None = None,
+    request_message_id: int | None = None,
+    operation: Operation = Operation.GENERATE,
+    parent_id: UUID | None = None,
+    prompt_positive: str = "",
+    prompt_negative: str = "",
+    character_ids: list[UUID] | None = None,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    soundtrack: dict[str, Any] | None = None,
+) -> tuple[Generation, bool]:
+    """`create_generation`, also telling whether the queue held no other job when it was
+    inserted (then the job is first in line, without ranking the queue)."""
     row = await db.fetchrow(
         _INSERT,
         id,
@@ -97,7 +154,8 @@ async def create_generation(
         seed,
         soundtrack,
     )
-    return _without(row, "notified")
+    assert row is not None  # an INSERT ... RETURNING always returns its row
+    return _without(row, "notified", "alone"), bool(row["alone"])
 
 
 async def get_generation(db: Executor, job_id: UUID) -> Generation | None:

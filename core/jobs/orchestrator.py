@@ -3,7 +3,8 @@
 Loops (each wakes on a PostgreSQL NOTIFY or an in-process event, with a slow timer as a
 fallback, so a job never waits for a poll):
 - dispatch: for the least-loaded healthy backend with a free slot and the workflow's nodes,
-  claim the next job in fair order and start a JobRunner;
+  claim the next job in fair order and start a JobRunner; a job this process queues into an
+  empty queue is claimed at once by the service's call to `start_new`, with no queue read;
 - queue: tell every waiting job its place in the queue and its ETA when that changes;
 - health: check each backend, publish changes;
 - reconcile: adopt jobs whose process died (liveness lock gone) and resume them;
@@ -52,6 +53,7 @@ QUEUE_EVENTS_INTERVAL_S = 5.0
 QUEUE_EVENTS_LIMIT = 1000
 QUEUE_EVENTS_BATCH = 200  # queue events published between two yields to the event loop
 DISPATCH_LOOKAHEAD = 8  # queued jobs read beyond the free slots (some may not be routable)
+RUNNER_HEAD_START = 3  # event-loop turns a runner started by `dispatch_new` gets first
 
 
 class Orchestrator:
@@ -77,6 +79,7 @@ class Orchestrator:
         # no round, only a newly queued job (or the idle timer) does.
         self._dispatch_due = True
         self._load: dict[str, int] = {}  # jobs in flight per backend, as last seen
+        self._starting: set[UUID] = set()  # being queued by this process (`start_new`)
         self.queue_changed = asyncio.Event()
         self._positions: dict[UUID, tuple[int, bool]] = {}
         self.runners: dict[UUID, asyncio.Task[None]] = {}
@@ -137,6 +140,8 @@ class Orchestrator:
         changed). A queued job wakes dispatch; a freed slot only while the queue may still
         hold jobs; a job to deliver wakes delivery."""
         state = gen_db.notice_state(args[3]) if len(args) > 3 else None
+        if state is JobState.QUEUED and gen_db.notice_job(args[3]) in self._starting:
+            return  # queued by this process, which starts it itself or wakes dispatch
         if state is None or state is JobState.QUEUED:
             self._dispatch_due = True
         if self._dispatch_due:
@@ -225,6 +230,48 @@ class Orchestrator:
                 self._dispatch_due = True
             if claimed == 0 or not more:
                 return started
+
+    def expect(self, job_id: UUID) -> None:
+        """`job_id` is being queued by this process (see `start_new`)."""
+        self._starting.add(job_id)
+
+    async def start_new(self, job: Generation | None, job_id: UUID, *, alone: bool) -> bool:
+        """Claim a job this process has just queued into an empty queue (it is the head, so
+        no queue read is needed) on the least-loaded free backend, as last seen, and start
+        it. False when it was not queued after all (`job` None), not alone, or no backend
+        takes it now (full as far as we know, or filled by another process): the dispatch
+        loop then handles it as any queued job."""
+        started = False
+        try:
+            started = job is not None and alone and await self._claim_new(job)
+            return started
+        finally:  # (also when the claim failed: the job is waiting, its NOTIFY was ignored)
+            self._starting.discard(job_id)
+            if not started:  # (not queued after all: a round finds nothing, at no harm)
+                self._dispatch_due = True
+                self.dispatch_wakeup.set()
+                self.queue_changed.set()
+
+    async def _claim_new(self, job: Generation) -> bool:
+        limit = self.ctx.settings.comfyui_max_in_flight
+        if self._stopping or job.workflow not in self.ctx.registry:
+            return False
+        options = [
+            b
+            for b in self.backends.usable()
+            if self._load.get(b.url, 0) < limit and b.supports(job.workflow)
+        ]
+        if not options:
+            return False
+        backend = min(options, key=lambda b: self._load.get(b.url, 0))
+        if await self._claim(job.id, backend.url, limit) is None:
+            return False
+        self._load[backend.url] = self._load.get(backend.url, 0) + 1
+        # Let the runner build and send its prompt before the caller goes on (the caller's next
+        # step, posting the progress message, would otherwise delay the prompt by its own CPU).
+        for _ in range(RUNNER_HEAD_START):
+            await asyncio.sleep(0)
+        return True
 
     def _free_slots(self, load: dict[str, int], limit: int) -> int:
         return sum(max(0, limit - load.get(b.url, 0)) for b in self.backends.usable())

@@ -13,6 +13,7 @@ from core.service import Actor, CharacterDraft
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
+from tests.sql_statements import DbStatements
 
 RESULT_LABELS = [
     "🔁 Reroll",
@@ -331,3 +332,31 @@ async def test_failing_edits_never_block_the_job(
     job = await job_of(bot, chat, result)
     assert job.status.value == "done" and job.delivery_error is None
     assert [label for label, _ in buttons(result)] == RESULT_LABELS
+
+
+async def test_an_image_request_reads_the_characters_and_the_chat_once(
+    studio: BotHarness, fake_comfy: FakeComfyUI
+) -> None:
+    """The handler path of `/image` costs few round trips: the user's characters are read once
+    (named ones and the picker's from the same list), the chat's settings come from the gate's
+    `seen`, and a job queued into an empty queue is claimed by this process without a
+    dispatch round reading the queue."""
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice")
+    await bot.settle()
+    with DbStatements() as statements:
+        sent = bot.send(chat, alice, "/image a lighthouse at dusk")
+        await bot.wait_reply(sent)
+        await bot.fake.wait_for(lambda: len(fake_comfy.prompt_posts) == 1, 10, what="the prompt")
+    by_sql = statements.by_sql
+
+    def count(prefix: str) -> int:
+        return sum(n for sql, n in by_sql.items() if sql.startswith(prefix))
+
+    assert count("SELECT * FROM characters WHERE owner_id") == 1, by_sql
+    assert count("SELECT count(*) FROM characters") == 0, by_sql
+    # Not by the handler (it has them from `seen`); the delivery, preparing the result's
+    # caption while ComfyUI works, may read them once.
+    assert count("SELECT * FROM chats") <= 1, by_sql
+    assert count("SELECT * FROM characters WHERE id = ANY") == 0, by_sql  # none named
+    assert count("SELECT g.id, g.chat_id, g.kind, g.workflow FROM") == 0, by_sql  # queue head

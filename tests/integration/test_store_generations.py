@@ -862,3 +862,23 @@ async def test_queue_position_counts_the_same_order_as_the_full_ranking(db: Data
     assert len(ranking) == 58
     for job in jobs:
         assert await gens.queue_position(db.pool, job.id) == ranking.get(job.id), job.id
+
+
+@pytest.mark.usefixtures("world")
+async def test_create_queued_tells_whether_the_queue_was_empty(db: Database) -> None:
+    fields: dict[str, Any] = {
+        "requester_id": BOB,
+        "chat_id": CHAT,
+        "kind": JobKind.IMAGE,
+        "prompt_typed": "rain",
+        "workflow": "txt2img",
+    }
+    first, alone = await gens.create_queued(db.pool, id=uuid.uuid4(), **fields)
+    assert alone and await gens.queue_position(db.pool, first.id) == 1
+    second, alone = await gens.create_queued(db.pool, id=uuid.uuid4(), **fields)
+    assert not alone and await gens.queue_position(db.pool, second.id) == 2
+    # Jobs that are not waiting (claimed, or cancelled while queued) do not count.
+    assert await gens.claim(db.pool, first.id, backend=GPU1, owner=OWNER, max_in_flight=2)
+    await gens.request_cancel(db.pool, second.id)
+    third, alone = await gens.create_queued(db.pool, id=uuid.uuid4(), **fields)
+    assert alone and await gens.queue_position(db.pool, third.id) == 1

@@ -28,7 +28,6 @@ from typing import Any
 import core.jobs.runner as runner_module
 from tests.perf.common import (
     BenchResult,
-    DbStatements,
     Fakes,
     Postgres,
     bench_settings,
@@ -39,6 +38,7 @@ from tests.perf.common import (
     running_bot,
     wait_events,
 )
+from tests.sql_statements import DbStatements
 
 COMFY_WAITED_ROUTES = ("/history/", "/view", "/queue")
 USERS = 25

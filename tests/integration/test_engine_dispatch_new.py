@@ -1,0 +1,104 @@
+"""A job queued into an empty queue is claimed at once by the process that queued it
+(`Orchestrator.dispatch_new`, called by the service), not after a NOTIFY round trip and a
+dispatch round; otherwise the dispatch loop takes it as any queued job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.db import generations as gen_db
+from core.errors import StoreError
+from core.models import JobKind
+from core.states import JobState
+from tests.engine import (
+    RecordingDeliverer,
+    actor,
+    engine_settings,
+    install_models,
+    start_runtime,
+    wait_status,
+)
+
+DONE_OR_FAILED = {JobState.DONE, JobState.FAILED}
+
+
+async def test_a_job_queued_into_an_empty_queue_is_started_before_the_request_returns(
+    pg_dsn: str, fake_comfy, tmp_path: Path
+) -> None:
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
+    )
+    install_models(fake_comfy, settings)
+    fake_comfy.step_delay_s = 0.05  # the first job holds the only slot for a while
+    runtime = await start_runtime(settings, RecordingDeliverer())
+    try:
+        me, other = actor(1), actor(2)
+        await runtime.service.seen(me)
+        await runtime.service.seen(other)
+        first = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
+        assert first.position is None  # started, not waiting
+        claimed = await runtime.service.job(first.job.id)
+        assert claimed.status is JobState.SUBMITTED and claimed.backend == fake_comfy.base_url
+
+        # The only slot is taken: the next job (alone in the queue) waits, first in line,
+        # and the dispatch loop starts it once the slot frees.
+        second = await runtime.service.request_scene(other, JobKind.IMAGE, "a cat on a roof")
+        assert second.position == 1
+        assert (await runtime.service.job(second.job.id)).status is JobState.QUEUED
+        # Behind a waiting job, a new one is ranked in the queue.
+        third = await runtime.service.request_scene(me, JobKind.IMAGE, "a fox in the snow")
+        assert third.position == 2
+        for ticket in (first, second, third):
+            job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
+            assert job.status is JobState.DONE, job.error
+        assert [post["prompt_id"] for post in fake_comfy.prompt_posts] == [
+            str(t.job.id) for t in (first, second, third)
+        ]
+    finally:
+        await runtime.stop()
+
+
+async def test_without_an_engine_in_this_process_the_job_waits_first_in_line(
+    pg_dsn: str, fake_comfy, tmp_path: Path
+) -> None:
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    runtime = await start_runtime(settings, None, role="run")
+    await runtime.stop_engine()  # a bot process whose jobs run in `animebot worker`s
+    try:
+        me = actor(1)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
+        assert ticket.position == 1
+        assert (await runtime.service.job(ticket.job.id)).status is JobState.QUEUED
+    finally:
+        await runtime.stop()
+
+
+async def test_a_failed_immediate_claim_leaves_the_job_to_the_dispatch_loop(
+    pg_dsn: str, fake_comfy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
+    install_models(fake_comfy, settings)
+    runtime = await start_runtime(settings, RecordingDeliverer())
+    real_claim = gen_db.claim
+    failures = []
+
+    async def claim_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise StoreError("the database went away for a moment")
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(gen_db, "claim", claim_failing_once)
+    try:
+        me = actor(1)
+        await runtime.service.seen(me)
+        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
+        assert failures and ticket.position == 1  # queued, and said so
+        job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
+        assert job.status is JobState.DONE, job.error  # the dispatch loop started it
+    finally:
+        await runtime.stop()
