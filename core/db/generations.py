@@ -70,46 +70,10 @@ VALUES ($1, $2, $3, $4)
 """
 
 
-async def create_generation(
-    db: Executor,
-    *,
-    id: UUID,
-    requester_id: int,
-    chat_id: int,
-    kind: JobKind,
-    prompt_typed: str,
-    workflow: str,
-    thread_id: int | None = None,
-    request_message_id: int | None = None,
-    operation: Operation = Operation.GENERATE,
-    parent_id: UUID | None = None,
-    prompt_positive: str = "",
-    prompt_negative: str = "",
-    character_ids: list[UUID] | None = None,
-    params: dict[str, Any] | None = None,
-    seed: int | None = None,
-    soundtrack: dict[str, Any] | None = None,
-) -> Generation:
-    """Insert a queued job and its first event (and wake the engines), in one statement."""
-    job, _alone = await create_queued(
-        db,
-        id=id,
-        requester_id=requester_id,
-        chat_id=chat_id,
-        kind=kind,
-        prompt_typed=prompt_typed,
-        workflow=workflow,
-        thread_id=thread_id,
-        request_message_id=request_message_id,
-        operation=operation,
-        parent_id=parent_id,
-        prompt_positive=prompt_positive,
-        prompt_negative=prompt_negative,
-        character_ids=character_ids,
-        params=params,
-        seed=seed,
-        soundtrack=soundtrack,
-    )
+async def create_generation(db: Executor, **fields: Any) -> Generation:
+    """Insert a queued job and its first event (and wake the engines), in one statement; the
+    fields are `create_queued`'s."""
+    job, _alone = await create_queued(db, **fields)
     return job
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 from uuid import UUID
 
 from core.db.generations import CancelRequested
@@ -35,9 +35,9 @@ RETURNING *
 # table's row type (its columns would clash with the job's).
 _SAVE_DELIVERING = """
 WITH saved AS (
-    INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path,
-        thumbnail_path, mime, size_bytes, sha256, width, height, duration_s, comfy_node,
-        comfy_filename, library_status)
+    INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
+        mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
+        library_status)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
     ON CONFLICT (generation_id, position) DO UPDATE SET
         kind = EXCLUDED.kind, file_path = EXCLUDED.file_path,
@@ -69,8 +69,7 @@ FROM moved
 _TO_DELIVERING_FROM = [state.value for state in sources_of(JobState.DELIVERING)]
 
 
-async def save_output(
-    db: Executor,
+def _output_args(
     *,
     generation_id: UUID,
     position: int,
@@ -87,10 +86,9 @@ async def save_output(
     comfy_node: str | None = None,
     comfy_filename: str | None = None,
     library_enabled: bool = True,
-) -> Output:
-    """Insert or (on a redo after restart) replace output `position` of a generation."""
-    row = await db.fetchrow(
-        _UPSERT,
+) -> tuple[Any, ...]:
+    """$1-$15 of `_UPSERT` and `_SAVE_DELIVERING`, from an output's fields."""
+    return (
         generation_id,
         position,
         kind.value,
@@ -107,6 +105,12 @@ async def save_output(
         comfy_filename,
         _library_status(library_enabled).value,
     )
+
+
+async def save_output(db: Executor, **fields: Any) -> Output:
+    """Insert or (on a redo after restart) replace output `position` of a generation; the
+    fields are `_output_args`'."""
+    row = await db.fetchrow(_UPSERT, *_output_args(**fields))
     return Output.from_record(row)  # type: ignore[no-any-return]
 
 
@@ -115,24 +119,7 @@ def _library_status(library_enabled: bool) -> LibraryStatus:
 
 
 async def save_output_delivering(
-    db: Executor,
-    *,
-    generation_id: UUID,
-    position: int,
-    kind: JobKind,
-    file_path: str,
-    mime: str,
-    size_bytes: int,
-    sha256: str,
-    delivery_path: str | None = None,
-    thumbnail_path: str | None = None,
-    width: int | None = None,
-    height: int | None = None,
-    duration_s: float | None = None,
-    comfy_node: str | None = None,
-    comfy_filename: str | None = None,
-    library_enabled: bool = True,
-    keep_owner: bool = False,
+    db: Executor, *, keep_owner: bool = False, **fields: Any
 ) -> tuple[Generation, Output]:
     """`save_output` of a job's last output, and the job POSTPROCESSING -> DELIVERING unless a
     cancel was requested, in one statement: the job (as `generations.transition` returns it)
@@ -145,27 +132,10 @@ async def save_output_delivering(
     `keep_owner` (this process keeps the lease and delivers the job itself). The output is
     saved even when the transition is refused."""
     row = await db.fetchrow(
-        _SAVE_DELIVERING,
-        generation_id,
-        position,
-        kind.value,
-        file_path,
-        delivery_path,
-        thumbnail_path,
-        mime,
-        size_bytes,
-        sha256,
-        width,
-        height,
-        duration_s,
-        comfy_node,
-        comfy_filename,
-        _library_status(library_enabled).value,
-        _TO_DELIVERING_FROM,
-        keep_owner,
+        _SAVE_DELIVERING, *_output_args(**fields), _TO_DELIVERING_FROM, keep_owner
     )
     if row is None:
-        await _not_delivering(db, generation_id)
+        await _not_delivering(db, fields["generation_id"])
     output = Output.from_record(row["saved_output"])
     skipped = ("from_status", "saved_output", "notified")
     job = Generation.from_record({k: v for k, v in row.items() if k not in skipped})
