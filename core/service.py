@@ -12,7 +12,7 @@ import tempfile
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -463,20 +463,42 @@ class StudioService:
         if starter is not None:
             starter.expect(job_id)
         try:
-            job, alone = await self._insert_job(
-                actor,
-                job_id,
-                today,
-                kind=kind,
-                operation=operation,
-                prompt_typed=prompt_typed,
-                workflow=workflow,
-                plan=plan,
-                character_ids=character_ids,
-                request_message_id=request_message_id,
-                parent_id=parent_id,
-                soundtrack=soundtrack,
-            )
+            async with transaction(self.db) as conn:
+                await people.lock_user(conn, actor.user_id)  # concurrent requests: one at a time
+                active = await gen_db.count_active_for_user(conn, actor.user_id)
+                if active >= self.settings.max_queued_per_user:
+                    raise LimitReached(
+                        "too many active jobs",
+                        user_message=f"You already have {active} jobs waiting or running; "
+                        "wait for one to finish or /cancel one.",
+                    )
+                used = await people.take_quota(
+                    conn, actor.user_id, today, self.settings.daily_quota
+                )
+                if used is None:
+                    raise LimitReached(
+                        "daily quota used",
+                        user_message="You have used today's quota. It resets at midnight (UTC).",
+                    )
+                job, alone = await gen_db.create_queued(
+                    conn,
+                    id=job_id,
+                    requester_id=actor.user_id,
+                    chat_id=actor.chat_id,
+                    thread_id=actor.thread_id,
+                    request_message_id=request_message_id,
+                    kind=kind,
+                    operation=operation,
+                    parent_id=parent_id,
+                    prompt_typed=prompt_typed[:4000],
+                    prompt_positive=plan.positive,
+                    prompt_negative=plan.negative,
+                    character_ids=character_ids,
+                    workflow=workflow,
+                    params=plan.params,
+                    seed=plan.seed,
+                    soundtrack=soundtrack.to_json() if soundtrack else None,
+                )
         except BaseException:
             if starter is not None:
                 await starter.start_new(None, job_id, alone=False)
@@ -484,60 +506,6 @@ class StudioService:
         log.info("job queued", job_id=str(job.id), kind=kind.value, workflow=workflow)
         position = await self._place_in_queue(starter, job, alone=alone)
         return JobTicket(job, position, await self.eta_for(kind, position))
-
-    async def _insert_job(
-        self,
-        actor: Actor,
-        job_id: UUID,
-        today: date,
-        *,
-        kind: JobKind,
-        operation: Operation,
-        prompt_typed: str,
-        workflow: str,
-        plan: director.GenerationPlan,
-        character_ids: list[UUID],
-        request_message_id: int | None,
-        parent_id: UUID | None,
-        soundtrack: SoundtrackChoice | None,
-    ) -> tuple[Generation, bool]:
-        """The user's limits checked and the job inserted, in one transaction; also whether
-        the queue held no other job."""
-        async with transaction(self.db) as conn:
-            await people.lock_user(conn, actor.user_id)  # concurrent requests: one at a time
-            active = await gen_db.count_active_for_user(conn, actor.user_id)
-            if active >= self.settings.max_queued_per_user:
-                raise LimitReached(
-                    "too many active jobs",
-                    user_message=f"You already have {active} jobs waiting or running; "
-                    "wait for one to finish or /cancel one.",
-                )
-            used = await people.take_quota(conn, actor.user_id, today, self.settings.daily_quota)
-            if used is None:
-                raise LimitReached(
-                    "daily quota used",
-                    user_message="You have used today's quota. It resets at midnight (UTC).",
-                )
-            job, alone = await gen_db.create_queued(
-                conn,
-                id=job_id,
-                requester_id=actor.user_id,
-                chat_id=actor.chat_id,
-                thread_id=actor.thread_id,
-                request_message_id=request_message_id,
-                kind=kind,
-                operation=operation,
-                parent_id=parent_id,
-                prompt_typed=prompt_typed[:4000],
-                prompt_positive=plan.positive,
-                prompt_negative=plan.negative,
-                character_ids=character_ids,
-                workflow=workflow,
-                params=plan.params,
-                seed=plan.seed,
-                soundtrack=soundtrack.to_json() if soundtrack else None,
-            )
-        return job, alone
 
     async def _place_in_queue(
         self, starter: JobStarter | None, job: Generation, *, alone: bool
