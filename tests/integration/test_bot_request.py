@@ -27,6 +27,7 @@ from yarl import URL
 from bot import request as request_module
 from bot.request import CountingRequest, _describe
 from core.metrics import METRICS
+from tests.metric_values import telegram_api_calls
 
 TOKEN = "123456789:AAHsecretTokenValue_0123456789abcdefgh"
 SECRET = TOKEN.split(":", 1)[1]
@@ -191,17 +192,6 @@ def unanswered_connect_url() -> Iterator[str]:
         listener.close()
 
 
-def calls(method: str, status: str) -> float:
-    for metric in METRICS.registry.collect():
-        for sample in metric.samples:
-            if sample.name == "animebot_telegram_api_calls_total" and sample.labels == {
-                "method": method,
-                "status": status,
-            }:
-                return float(sample.value)
-    return 0.0
-
-
 def assert_no_secret(error: BaseException) -> None:
     for text in (str(error), repr(error), getattr(error, "message", "")):
         assert SECRET not in text
@@ -291,11 +281,11 @@ async def test_429_surfaces_as_retry_after(api: ApiServer) -> None:
         return web.json_response(body, status=429)
 
     api.handlers["sendMessage"] = flood
-    before = calls("sendMessage", "429")
+    before = telegram_api_calls("sendMessage", "429")
     async with api.bot(CountingRequest()) as bot:
         with pytest.raises(RetryAfter, match=r"Retry in (3 seconds|0:00:03)"):
             await bot.send_message(1, "x")
-    assert calls("sendMessage", "429") == before + 1
+    assert telegram_api_calls("sendMessage", "429") == before + 1
 
 
 async def test_400_not_modified_surfaces_as_bad_request(api: ApiServer) -> None:
@@ -308,11 +298,11 @@ async def test_400_not_modified_surfaces_as_bad_request(api: ApiServer) -> None:
         return web.json_response(body, status=400)
 
     api.handlers["editMessageText"] = not_modified
-    before = calls("editMessageText", "400")
+    before = telegram_api_calls("editMessageText", "400")
     async with api.bot(CountingRequest()) as bot:
         with pytest.raises(BadRequest, match=r"[Mm]essage is not modified"):
             await bot.edit_message_text("same", chat_id=1, message_id=2)
-    assert calls("editMessageText", "400") == before + 1
+    assert telegram_api_calls("editMessageText", "400") == before + 1
 
 
 # --- timeouts -------------------------------------------------------------------------------------
@@ -322,14 +312,14 @@ async def test_read_timeout_raises_timed_out(api: ApiServer) -> None:
         return ok(True)
 
     api.handlers["sendMessage"] = slow
-    before = calls("sendMessage", "timeout")
+    before = telegram_api_calls("sendMessage", "timeout")
     async with api.bot(CountingRequest(read_timeout=0.3)) as bot:
         started = time.monotonic()
         with pytest.raises(TimedOut) as info:
             await bot.send_message(1, "x")
         assert time.monotonic() - started < 2
         assert_no_secret(info.value)
-    assert calls("sendMessage", "timeout") == before + 1
+    assert telegram_api_calls("sendMessage", "timeout") == before + 1
     # A per-call value overrides the default; `read_timeout` reports the default.
     request = CountingRequest(read_timeout=30)
     assert request.read_timeout == 30
@@ -399,7 +389,7 @@ async def test_overall_deadline_bounds_an_upload_nobody_reads(deaf_server: str) 
         connect_timeout=0.2, read_timeout=0.2, write_timeout=0.2, media_write_timeout=3.0
     )
     bot = Bot(TOKEN, base_url=deaf_server, request=request)
-    before = calls("sendDocument", "timeout")
+    before = telegram_api_calls("sendDocument", "timeout")
     async with request:  # not the Bot: its initialize() would call getMe
         started = time.monotonic()
         with pytest.raises(TimedOut) as info:
@@ -419,7 +409,7 @@ async def test_overall_deadline_bounds_an_upload_nobody_reads(deaf_server: str) 
             await bot.send_document(1, InputFile(b"\0" * BIG, filename="b"), write_timeout=0.1)
         assert time.monotonic() - started < 2.2  # an explicit value beats media_write_timeout
 
-    assert calls("sendDocument", "timeout") == before + 2
+    assert telegram_api_calls("sendDocument", "timeout") == before + 2
 
     # write_timeout=None: no deadline (the defaults would give up after 0.6 s), it would wait
     # forever.
@@ -452,7 +442,7 @@ async def test_a_slow_download_is_bounded_per_read_not_as_a_whole(api: ApiServer
 async def test_connection_refused_is_network_error(refused_url: str) -> None:
     request = CountingRequest()
     bot = Bot(TOKEN, base_url=refused_url, request=request)
-    before = calls("sendMessage", "error")
+    before = telegram_api_calls("sendMessage", "error")
     async with request:
         with pytest.raises(NetworkError) as info:
             await bot.send_message(1, "x")
@@ -461,7 +451,7 @@ async def test_connection_refused_is_network_error(refused_url: str) -> None:
     host_port = refused_url.removeprefix("http://").removesuffix("/bot")
     assert f"cannot connect to {host_port} [" in str(info.value)  # the host is fine to show
     assert_no_secret(info.value)
-    assert calls("sendMessage", "error") == before + 1
+    assert telegram_api_calls("sendMessage", "error") == before + 1
 
 
 async def test_server_hanging_up_mid_upload_is_network_error() -> None:
@@ -627,14 +617,14 @@ async def test_initialize_shutdown_and_again(api: ApiServer) -> None:
 
 async def test_every_call_is_counted_by_method_and_outcome(api: ApiServer) -> None:
     before = {
-        "getMe": calls("getMe", "200"),
-        "sendMessage": calls("sendMessage", "200"),
+        "getMe": telegram_api_calls("getMe", "200"),
+        "sendMessage": telegram_api_calls("sendMessage", "200"),
     }
     async with api.bot(CountingRequest()) as bot:
         await bot.send_message(1, "a")
         await bot.send_message(1, "b")
-    assert calls("getMe", "200") == before["getMe"] + 1
-    assert calls("sendMessage", "200") == before["sendMessage"] + 2
+    assert telegram_api_calls("getMe", "200") == before["getMe"] + 1
+    assert telegram_api_calls("sendMessage", "200") == before["sendMessage"] + 2
     for metric in METRICS.registry.collect():
         for sample in metric.samples:
             assert SECRET not in str(sample.labels)

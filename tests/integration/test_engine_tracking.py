@@ -447,19 +447,9 @@ async def test_failed_early_work_is_done_again(
 
     monkeypatch.setattr(JobRunner, "_start_early", missing)
     gate = PostprocessGate()
-    fast_engine(monkeypatch)
-    gate.install(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
-        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
-        (done,) = await wait_all(runtime, [job_id])
-        [output] = await runtime.service.outputs(job_id)
-    finally:
-        await runtime.stop()
+    done, [output] = await _early_job(fake_comfy, tmp_path, pg_dsn, monkeypatch, gate)
     assert tried and done.status is JobState.DONE
-    assert gate.calls == [job_id]  # only the history's file was post-processed
+    assert gate.calls == [done.id]  # only the history's file was post-processed
     assert output.comfy_filename != "gone.png"
     _assert_files_recorded(output)
 
