@@ -141,7 +141,7 @@ def build_telegram_photo(
     if rgb.size != plan.size:
         rgb = rgb.resize(plan.size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     data = encode_jpeg(rgb, max_bytes=max_bytes, icc=icc, exif=exif)
-    with Image.open(io.BytesIO(data)) as written:
+    with open_image(data, formats=("JPEG",)) as written:  # its size (it may have shrunk)
         return data, written.size
 
 
