@@ -61,6 +61,7 @@ BOOTSTRAP_RETRIES = 5
 CONCURRENT_UPDATES = 64
 RATE_MARGIN = 1.05  # rate-limit periods are this much longer than Telegram's
 HANDLER_MODULES = (start, characters, settings_handlers, admin, queue, scenes, results)
+TRANSPORTS_KEY = "_animebot_transports"
 
 
 def build_application(settings: Settings, runtime: Runtime, *, time_scale: float = 1.0) -> App:
@@ -99,8 +100,17 @@ def build_application(settings: Settings, runtime: Runtime, *, time_scale: float
         .build()
     )
     ctx.install(app, runtime)
+    app.bot_data[TRANSPORTS_KEY] = (request, updates_request)
     register_handlers(app)
     return app
+
+
+async def close_transports(app: App) -> None:
+    """Close the HTTP sessions of the Bot API transports. PTB closes them in `shutdown`, but
+    not when its start-up failed (Telegram unreachable, token refused): then nobody else
+    does (idempotent)."""
+    for request in app.bot_data.get(TRANSPORTS_KEY, ()):
+        await request.shutdown()
 
 
 def register_handlers(app: App) -> None:
@@ -195,6 +205,16 @@ async def run_bot(
     `time_scale` (benchmarks against a time-scaled fake Bot API; 1 in production) divides every
     rate-limit period: the AIORateLimiter's and the progress editor's `PacingPolicy`."""
     app = build_application(settings, runtime, time_scale=time_scale)
+    try:
+        await _serve_until_stopped(app, settings, runtime, stop, time_scale)
+    finally:
+        await close_transports(app)
+    log.info("bot shut down")
+
+
+async def _serve_until_stopped(
+    app: App, settings: Settings, runtime: Runtime, stop: asyncio.Event, time_scale: float
+) -> None:
     async with app:  # initialize() ... shutdown()
         log.info("bot connected", username=app.bot.username)
         await publish_commands(app, settings)
@@ -215,4 +235,3 @@ async def run_bot(
             await sweeper.stop()
             await runtime.stop_engine()  # no delivery may run on a closed bot
             await live.stop()
-    log.info("bot shut down")
