@@ -8,7 +8,7 @@ change is an UPDATE guarded by the state machine plus an event row, in one trans
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from core.db.tx import transaction
@@ -216,14 +216,15 @@ async def transition(
         None if progress is None else max(0.0, min(1.0, progress)),
     )
     if row is None:
-        await _refused(db, job_id, target, sources if unless_cancelled else frozenset())
+        await refused(db, job_id, target, sources if unless_cancelled else frozenset())
     return _without(row, "from_status", "notified")
 
 
-async def _refused(
+async def refused(
     db: Executor, job_id: UUID, target: JobState, cancellable_from: frozenset[JobState]
-) -> None:
-    """Why a transition did not happen (always raises)."""
+) -> NoReturn:
+    """Why a transition to `target` did not happen (always raises): the job is gone, a cancel
+    was requested first (from a state in `cancellable_from`), or the move is illegal."""
     row = await db.fetchrow(
         "SELECT status, cancel_requested FROM generations WHERE id = $1", job_id
     )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 from uuid import UUID
 
-from core.db.generations import CancelRequested
+from core.db.generations import refused
 from core.db.types import Executor
-from core.errors import IllegalTransition, NotFound
 from core.models import Generation, JobKind, LibraryStatus, Output
 from core.states import JobState, sources_of
 
@@ -135,24 +134,13 @@ async def save_output_delivering(
         _SAVE_DELIVERING, *_output_args(**fields), _TO_DELIVERING_FROM, keep_owner
     )
     if row is None:
-        await _not_delivering(db, fields["generation_id"])
+        await refused(
+            db, fields["generation_id"], JobState.DELIVERING, sources_of(JobState.DELIVERING)
+        )
     output = Output.from_record(row["saved_output"])
     skipped = ("from_status", "saved_output", "notified")
     job = Generation.from_record({k: v for k, v in row.items() if k not in skipped})
     return job, output
-
-
-async def _not_delivering(db: Executor, job_id: UUID) -> NoReturn:
-    """Why a job did not move to `delivering` (always raises), as `generations.transition`
-    tells it."""
-    row = await db.fetchrow(
-        "SELECT status, cancel_requested FROM generations WHERE id = $1", job_id
-    )
-    if row is None:
-        raise NotFound(f"job {job_id} not found", user_message="That job does not exist.")
-    if row["cancel_requested"] and row["status"] in _TO_DELIVERING_FROM:
-        raise CancelRequested(f"job {job_id}: cancel requested before delivering")
-    raise IllegalTransition(f"job {job_id}: illegal transition {row['status']} -> delivering")
 
 
 async def list_outputs(db: Executor, generation_id: UUID) -> list[Output]:
