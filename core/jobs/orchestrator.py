@@ -53,7 +53,7 @@ QUEUE_EVENTS_INTERVAL_S = 5.0
 QUEUE_EVENTS_LIMIT = 1000
 QUEUE_EVENTS_BATCH = 200  # queue events published between two yields to the event loop
 DISPATCH_LOOKAHEAD = 8  # queued jobs read beyond the free slots (some may not be routable)
-RUNNER_HEAD_START = 3  # event-loop turns a runner started by `dispatch_new` gets first
+RUNNER_HEAD_START = 3  # event-loop turns a runner started by `start_new` gets first
 
 
 class Orchestrator:
@@ -256,14 +256,9 @@ class Orchestrator:
         limit = self.ctx.settings.comfyui_max_in_flight
         if self._stopping or job.workflow not in self.ctx.registry:
             return False
-        options = [
-            b
-            for b in self.backends.usable()
-            if self._load.get(b.url, 0) < limit and b.supports(job.workflow)
-        ]
-        if not options:
+        backend = _least_loaded(self.backends.usable(), job.workflow, self._load, limit)
+        if backend is None:
             return False
-        backend = min(options, key=lambda b: self._load.get(b.url, 0))
         if await self._claim(job.id, backend.url, limit) is None:
             return False
         self._load[backend.url] = self._load.get(backend.url, 0) + 1
@@ -289,11 +284,10 @@ class Orchestrator:
             if job.workflow not in self.ctx.registry:
                 await self._fail_unknown_workflow(job.id, job.workflow)
                 continue
-            options = [b for b in free if load.get(b.url, 0) < limit and b.supports(job.workflow)]
-            if not options:
+            backend = _least_loaded(free, job.workflow, load, limit)
+            if backend is None:
                 skipped += 1
                 continue
-            backend = min(options, key=lambda b: load.get(b.url, 0))
             if await self._claim(job.id, backend.url, limit) is None:
                 # Taken or cancelled meanwhile, or the backend filled up (another process).
                 load[backend.url] = (await gen_db.in_flight_by_backend(self.ctx.db)).get(
@@ -581,3 +575,12 @@ class Orchestrator:
                 result_message_id=receipt.message_id,
                 delivery_error=receipt.error,
             )
+
+
+def _least_loaded(
+    backends: list[BackendHandle], workflow: str, load: dict[str, int], limit: int
+) -> BackendHandle | None:
+    """The backend with a free slot (as `load` says) and `workflow`'s nodes that runs the
+    fewest jobs; None when there is none."""
+    options = [b for b in backends if load.get(b.url, 0) < limit and b.supports(workflow)]
+    return min(options, key=lambda b: load.get(b.url, 0)) if options else None
