@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -93,13 +93,18 @@ class Undeliverable(Exception):
 # -- helpers shared with the result buttons ----------------------------------------------------
 
 
+async def stored_language(service: StudioService, user_id: int) -> str:
+    """The user's language as stored (raises when the store cannot be read)."""
+    user = await service.find_user(str(user_id))
+    return pick_language(user.language_code if user else None)
+
+
 async def requester_language(service: StudioService, user_id: int) -> str:
     try:
-        user = await service.find_user(str(user_id))
+        return await stored_language(service, user_id)
     except Exception:
         log.warning("language of user unknown", user_id=user_id)
         return pick_language(None)
-    return pick_language(user.language_code if user else None)
 
 
 async def character_names(service: StudioService, job: Generation) -> list[str]:
@@ -189,7 +194,6 @@ class Prepared:
     lang: str | None
     names: list[str] | None
     send_original: bool | None
-    markup: InlineKeyboardMarkup | None = None  # an image result's buttons, in `lang`
 
 
 class TelegramDeliverer:
@@ -225,15 +229,11 @@ class TelegramDeliverer:
         lang = (
             _value(tracked.lang)
             if tracked is not None
-            else self._quietly(self._stored_language(job), job)
+            else self._quietly(stored_language(self.service, job.requester_id), job)
         )
         names = self._quietly(character_names(self.service, job), job)
         send_original = self._quietly(self._stored_send_original(job), job)
-        prepared = Prepared(*await asyncio.gather(lang, names, send_original))
-        if prepared.lang is None or job.kind is not JobKind.IMAGE:
-            return prepared
-        markup = result_markup(job.id, job.requester_id, JobKind.IMAGE, prepared.lang)
-        return replace(prepared, markup=markup)
+        return Prepared(*await asyncio.gather(lang, names, send_original))
 
     async def _quietly(self, reading: Awaitable[Any], job: Generation) -> Any:
         try:
@@ -242,11 +242,8 @@ class TelegramDeliverer:
             log.info("delivery data not read ahead", job_id=str(job.id), error=str(error))
             return None
 
-    async def _stored_language(self, job: Generation) -> str:
-        user = await self.service.find_user(str(job.requester_id))
-        return pick_language(user.language_code if user else None)
-
     async def _stored_send_original(self, job: Generation) -> bool:
+        """The chat's `send_original` setting (raises when the store cannot be read)."""
         return (await self.service.chat_settings(job.chat_id)).send_original
 
     def preload(self, job_id: UUID, files: Mapping[str, bytes]) -> None:
@@ -314,17 +311,9 @@ class TelegramDeliverer:
             lang = await requester_language(self.service, job.requester_id)
         names = prepared.names if prepared is not None else None
         text = await self._caption(job, primary, lang, primary.jellyfin_link, names)
-        if (
-            prepared is not None
-            and prepared.markup is not None
-            and prepared.lang == lang
-            and primary.kind is JobKind.IMAGE  # (an image always has an original to offer)
-        ):
-            markup: InlineKeyboardMarkup | None = prepared.markup
-        else:
-            markup = result_markup(
-                job.id, job.requester_id, primary.kind, lang, has_original=has_original(primary)
-            )
+        markup = result_markup(
+            job.id, job.requester_id, primary.kind, lang, has_original=has_original(primary)
+        )
         chat_id = job.chat_id
         try:
             try:
@@ -392,11 +381,10 @@ class TelegramDeliverer:
 
     async def _send_original_setting(self, job: Generation) -> bool:
         try:
-            chat = await self.service.chat_settings(job.chat_id)
+            return await self._stored_send_original(job)
         except Exception:
             log.warning("chat settings unknown", job_id=str(job.id), chat_id=job.chat_id)
             return False
-        return chat.send_original
 
     async def _deliver_primary(
         self,
