@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import BotHarness, Cluster, harness_settings
+from tests.e2e.harness import BotHarness, Cluster, harness_settings, track_handling
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
 
 MakeBot = Callable[..., Awaitable[BotHarness]]
+
+
+@pytest.fixture(autouse=True)
+def handling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which updates the bots are handling, for `BotHarness.wait_reply` (see harness.py)."""
+    track_handling(monkeypatch)
 
 
 @pytest.fixture

@@ -10,6 +10,12 @@
 `run_bot` runs in a task with a stop event, exactly as `animebot run` runs it; `close()` sets the
 event and waits for a clean shutdown (and fails the test if the bot crashed).
 
+A test acts as a person would: `wait_reply` returns once the bots have also finished handling the
+updates they were handling (at most HANDLED_WAIT_S more), so the next action never races the
+bot's own bookkeeping after its message (a picker's or a question's dialog is stored just after
+the message is sent; no human answers within those milliseconds). The updates being handled are
+tracked by `track_handling` (an autouse fixture in conftest.py).
+
 `Cluster` (the `cluster` fixture) runs several bots in webhook mode behind a test load balancer,
 sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of every update:
 `cluster.send(bot_a, chat, user, "/start")`.
@@ -24,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+from telegram import Update
+from telegram.ext import Application
+
 from bot.app import run_bot
 from core.runtime import Runtime
 from core.settings import Settings, load_settings
@@ -33,6 +43,33 @@ from tests.fault.procs import free_port
 
 STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 20.0
+HANDLED_WAIT_S = 2.0  # a handler still busy after this keeps going while the test acts
+
+_HANDLING: set[int] = set()  # ids of the updates the bots of this process are handling
+
+
+def track_handling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record which updates PTB's `Application.process_update` is handling (see the module)."""
+    original = Application.process_update
+
+    async def process_update(self: Any, update: object) -> None:
+        update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None:
+            _HANDLING.add(update_id)
+        try:
+            await original(self, update)
+        finally:
+            if update_id is not None:
+                _HANDLING.discard(update_id)
+
+    monkeypatch.setattr(Application, "process_update", process_update)
+
+
+async def handled() -> None:
+    """Until no update is being handled (at most HANDLED_WAIT_S)."""
+    deadline = asyncio.get_running_loop().time() + HANDLED_WAIT_S
+    while _HANDLING and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
 
 
 @dataclass(frozen=True)
@@ -162,9 +199,11 @@ class BotHarness:
                 return message
             return None
 
-        return await self.fake.wait_for(
+        reply = await self.fake.wait_for(
             find, timeout, what=f"a reply containing {contains!r} in chat {after.chat.id}"
         )
+        await handled()
+        return reply
 
     async def wait_toast(self, query_id: str, timeout: float = 5.0) -> str:
         """The text of the answer to callback query `query_id` ('' when answered silently)."""
@@ -182,21 +221,6 @@ class BotHarness:
             timeout,
             what=f"message {message.message_id} to show {contains!r}",
         )
-
-    async def wait_scene_question(
-        self, after: Sent, user: FakeUser, timeout: float = 5.0
-    ) -> StoredMessage:
-        """The bot's "what happens in the scene?" question, once its wait is stored: the
-        bot stores it just after sending the question (it names the question's message), so
-        an answer sent the very moment the question shows could come first (a human never
-        answers within milliseconds)."""
-        question = await self.wait_reply(after, contains="What happens in the scene with")
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (await self.service.dialogs.of_user(after.chat.id, user.id)).scene_wait is None:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("the scene question's wait was not stored")
-            await asyncio.sleep(0.01)
-        return question
 
     async def settle(self, seconds: float = 0.3) -> None:
         """Give the bot time to (not) react, for negative assertions."""

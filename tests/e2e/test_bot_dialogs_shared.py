@@ -95,7 +95,7 @@ async def test_the_updates_of_one_dialog_alternate_between_two_bots(
 
     # "what happens in the scene?" asked by one bot, answered through the other
     cluster.click(a, chat, alice, new_card, "Use in a scene")
-    await a.wait_scene_question(saved, alice)
+    await a.wait_reply(saved, contains="What happens in the scene with")
     answer = cluster.send(b, chat, alice, "she reads on a rooftop")
     await a.wait_reply(answer, contains="waiting in line")
     await job_where(a, alice, lambda job: job.request_message_id == answer.message_id)

@@ -244,7 +244,7 @@ async def test_use_in_a_scene_button_preselects_the_character(studio: BotHarness
     card = await bot.wait_reply(anchor)
 
     bot.press(chat, alice, card, SCENE.data(aiko.id, owner=alice.id))
-    question = await bot.wait_scene_question(anchor, alice)
+    question = await bot.wait_reply(anchor, contains="What happens in the scene with")
     assert "Aiko" in (question.content or "")
 
     answer = bot.send(chat, alice, "she reads on a rooftop at night")
@@ -274,7 +274,7 @@ async def test_use_in_a_scene_in_a_group_takes_a_reply_and_video(
     query = bot.press(group, bob, help_message, SCENE.data(mio.id, owner=alice.id))
     assert await bot.wait_toast(query) == "This is not your request."
     bot.press(group, alice, help_message, SCENE.data(mio.id, owner=alice.id))
-    question = await bot.wait_scene_question(anchor, alice)
+    question = await bot.wait_reply(anchor, contains="What happens in the scene with")
     assert question.reply_markup is not None and question.reply_markup.get("force_reply")
 
     # plain chatter of the group is not the scene; a reply with /video is
