@@ -1,8 +1,8 @@
 """Real PostgreSQL for the tests: the embedded server (or DATABASE_URL), a fresh database per test.
 
-The embedded server starts once per test session in a temporary folder. A migrated template
-database is built once; each test that asks for `db` gets its own copy (CREATE DATABASE ...
-TEMPLATE), so tests never see each other's rows.
+The embedded server starts once per test session (per pytest-xdist worker: `.ci/run` runs two)
+in a temporary folder. A migrated template database is built once; each test that asks for `db`
+gets its own copy (CREATE DATABASE ... TEMPLATE), so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from core.db.migrate import migrate
 from core.db.pool import Database, connect, create_pool, start_embedded_server
 
-TEMPLATE = "animebot_test_template"
+# One template per pytest-xdist worker: with DATABASE_URL, the workers share one server.
+TEMPLATE = "animebot_test_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def dsn_for(base: str, database: str) -> str:
