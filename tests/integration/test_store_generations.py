@@ -17,6 +17,7 @@ from core.db.pool import Database, connect
 from core.errors import IllegalTransition, NotFound
 from core.models import ChatType, Generation, JobKind, Operation
 from core.states import FINAL_STATES, JobState
+from tests.notices import hear
 
 ALICE, BOB, CAROL = 1, 2, 3
 CHAT = -1000
@@ -69,8 +70,7 @@ TO_DELIVERING = [JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING, 
 
 @pytest.mark.usefixtures("world")
 async def test_create_writes_queued_row_and_event(db: Database, conn: asyncpg.Connection) -> None:
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener("animebot_queue", lambda *args: notified.put_nowait(args[3]))
+    notices = await hear(conn)
     parent = await _job(db)
     char_id = uuid.uuid4()
     job = await _job(
@@ -114,7 +114,7 @@ async def test_create_writes_queued_row_and_event(db: Database, conn: asyncpg.Co
     assert (events[0].from_status, events[0].to_status, events[0].detail) == (None, "queued", {})
     assert events[0].generation_id == job.id
 
-    got = {await asyncio.wait_for(notified.get(), 5) for _ in range(2)}
+    got = set(await notices.first(2))
     assert got == {f"queued {parent.id}", f"queued {job.id}"}
     assert {gens.notice_state(payload) for payload in got} == {JobState.QUEUED}
 
@@ -462,8 +462,7 @@ async def test_events_progress_and_prompts(db: Database) -> None:
 
 @pytest.mark.usefixtures("world")
 async def test_request_cancel(db: Database, conn: asyncpg.Connection) -> None:
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener("animebot_cancel", lambda *args: notified.put_nowait(args[3]))
+    notices = await hear(conn, "animebot_cancel")
     queued = await _job(db)
     running = await _job(db)
     await _drive(db, running.id, [JobState.SUBMITTED, JobState.RUNNING])
@@ -481,8 +480,7 @@ async def test_request_cancel(db: Database, conn: asyncpg.Connection) -> None:
     stored = await gens.require_generation(db.pool, done.id)
     assert stored.cancel_requested is False
 
-    got = {await asyncio.wait_for(notified.get(), 5) for _ in range(2)}
-    assert got == {str(queued.id), str(running.id)}
+    assert set(await notices.first(2)) == {str(queued.id), str(running.id)}
     # A cancel-requested job leaves the dispatch order and cannot be claimed.
     assert await gens.queue_head(db.pool, 10) == []
     assert await gens.queue_position(db.pool, queued.id) is None
@@ -759,8 +757,7 @@ async def test_find_by_result_message(db: Database) -> None:
 async def test_transition_unless_cancelled_refuses_after_a_cancel_request(
     db: Database, conn: asyncpg.Connection
 ) -> None:
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener("animebot_queue", lambda *args: notified.put_nowait(args[3]))
+    notices = await hear(conn)
     job = await _job(db)
     await _drive(db, job.id, [JobState.SUBMITTED, JobState.RUNNING, JobState.POSTPROCESSING])
     before = await _snapshot(db, job.id)
@@ -776,9 +773,7 @@ async def test_transition_unless_cancelled_refuses_after_a_cancel_request(
     with pytest.raises(IllegalTransition) as caught:
         await gens.transition(db.pool, job.id, JobState.DELIVERING, unless_cancelled=True)
     assert not isinstance(caught.value, gens.CancelRequested)
-    seen: list[str] = []
-    while not notified.empty():
-        seen.append(notified.get_nowait())
+    seen = await notices.settle(db.pool)
     assert f"cancelled {job.id}" in seen and f"delivering {job.id}" not in seen
 
 
@@ -786,8 +781,7 @@ async def test_transition_unless_cancelled_refuses_after_a_cancel_request(
 async def test_delivering_with_kept_lease_is_not_announced_nor_deliverable_while_owner_lives(
     db: Database, conn: asyncpg.Connection
 ) -> None:
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener("animebot_queue", lambda *args: notified.put_nowait(args[3]))
+    notices = await hear(conn)
     kept, released = await _job(db), await _job(db, requester=BOB)
     for job in (kept, released):
         claimed = await gens.claim(db.pool, job.id, backend=GPU1, owner=OWNER, max_in_flight=5)
@@ -802,10 +796,8 @@ async def test_delivering_with_kept_lease_is_not_announced_nor_deliverable_while
     # A live owner keeps it; once the owner is gone, anyone may take it.
     assert [j.id for j in await gens.list_deliverable(db.pool, [OWNER])] == [released.id]
     assert {j.id for j in await gens.list_deliverable(db.pool, [])} == {kept.id, released.id}
-    payloads: list[str] = []
-    async with asyncio.timeout(5):
-        while f"delivering {released.id}" not in payloads:
-            payloads.append(await notified.get())
+    payloads = await notices.settle(db.pool)
+    assert f"delivering {released.id}" in payloads
     assert f"delivering {kept.id}" not in payloads
     assert {gens.notice_state(p) for p in payloads} <= {
         JobState.QUEUED,

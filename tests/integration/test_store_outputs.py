@@ -17,6 +17,7 @@ from core.db.pool import Database
 from core.errors import IllegalTransition
 from core.models import ChatType, Generation, JobKind, LibraryStatus, Output
 from core.states import JobState
+from tests.notices import listening
 
 USER = 1
 CHAT = -10
@@ -342,14 +343,7 @@ async def test_save_output_delivering_is_save_output_then_the_transition(
     db: Database, keep_owner: bool
 ) -> None:
     two_steps, one_step = await _postprocessing(db), await _postprocessing(db)
-    heard: list[str] = []
-
-    def hear(*args: Any) -> None:
-        heard.append(args[3])
-
-    listen = await db.pool.acquire()
-    await listen.add_listener("animebot_queue", hear)
-    try:
+    async with listening(db.pool) as notices:
         saved = await outs.save_output(db.pool, **_output_fields(two_steps.id))
         moved = await gens.transition(
             db.pool, two_steps.id, JobState.DELIVERING, unless_cancelled=True, keep_owner=keep_owner
@@ -357,10 +351,7 @@ async def test_save_output_delivering_is_save_output_then_the_transition(
         job, output = await outs.save_output_delivering(
             db.pool, **_output_fields(one_step.id), keep_owner=keep_owner
         )
-        await asyncio.sleep(0.2)  # NOTIFYs arrive
-    finally:
-        await listen.remove_listener("animebot_queue", hear)
-        await db.pool.release(listen)
+        heard = await notices.settle(db.pool)
 
     # The job as `transition` returns it, and as stored.
     assert job.status is JobState.DELIVERING and job.delivering_at is not None
