@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,28 @@ async def start_runtime(settings: Settings, deliverer: Any | None, role: str = "
     runtime = await Runtime.start(settings, role=role)
     await runtime.start_engine(deliverer=deliverer)
     return runtime
+
+
+@asynccontextmanager
+async def running_engine(
+    pg_dsn: str,
+    tmp_path: Path,
+    fakes: Sequence[Any],
+    deliverer: Any | None = None,
+    **settings_values: Any,
+) -> AsyncIterator[Runtime]:
+    """A runtime with its engine over `fakes` (each with our models installed), data in
+    `tmp_path / "data"`, stopped on exit; `settings_values` override the engine settings."""
+    settings = engine_settings(
+        pg_dsn, tmp_path / "data", [fake.base_url for fake in fakes], **settings_values
+    )
+    for fake in fakes:
+        install_models(fake, settings)
+    runtime = await start_runtime(settings, deliverer)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
 
 
 async def wait_status(

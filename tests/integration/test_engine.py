@@ -9,19 +9,14 @@ from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
     actor,
-    engine_settings,
-    install_models,
-    start_runtime,
+    running_engine,
     wait_status,
 )
 
 
 async def test_image_job_from_request_to_delivery(pg_dsn: str, fake_comfy, tmp_path: Path) -> None:
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
         me = actor(1)
         await runtime.service.seen(me)
         ticket = await runtime.service.request_scene(
@@ -36,8 +31,6 @@ async def test_image_job_from_request_to_delivery(pg_dsn: str, fake_comfy, tmp_p
         out = outputs[0]
         assert Path(out.file_path).is_file() and Path(out.delivery_path or "").is_file()
         assert out.width and out.height and out.width > out.height  # 3:2
-        assert Path(out.file_path).parent == settings.outputs_dir / str(job.id)
+        assert Path(out.file_path).parent == runtime.settings.outputs_dir / str(job.id)
         posted = fake_comfy.prompt_posts
         assert len(posted) == 1
-    finally:
-        await runtime.stop()

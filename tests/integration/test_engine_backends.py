@@ -17,7 +17,7 @@ from core.db import generations as gen_db
 from core.jobs import orchestrator as orchestrator_mod
 from core.runtime import Runtime
 from core.states import JobState
-from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
+from tests.engine import RecordingDeliverer, engine_settings, install_models, running_engine
 from tests.integration.engine_kit import (
     fast_engine,
     posts_for,
@@ -66,19 +66,11 @@ async def test_two_backends_share_the_load_within_max_in_flight(
 ) -> None:
     fast_engine(monkeypatch)
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
-    settings = engine_settings(
-        pg_dsn,
-        tmp_path / "data",
-        [a.base_url, b.base_url],
-        comfyui_max_in_flight=2,
-        max_queued_per_user=20,
-    )
-    for fake in (a, b):
-        install_models(fake, settings)
-        fake.step_delay_s = 0.05
+    a.step_delay_s = b.step_delay_s = 0.05
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [a, b], deliverer, comfyui_max_in_flight=2, max_queued_per_user=20
+    ) as runtime:
         with LoadProbe(runtime, [a, b]) as probe:
             ids = [await submit(runtime, 1 + n % 3, f"scene {n} --steps 4") for n in range(12)]
             jobs = await wait_all(runtime, ids, timeout=30)
@@ -91,8 +83,6 @@ async def test_two_backends_share_the_load_within_max_in_flight(
         assert max(probe.db_max.values()) <= 2, probe.db_max
         assert sorted(str(i) for i in ids) == sorted(prompt_order(a, b))  # each posted once
         assert sorted(j.id for j, _ in deliverer.delivered) == sorted(ids)
-    finally:
-        await runtime.stop()
 
 
 async def test_backend_killed_mid_job_resubmits_elsewhere_with_same_seed(
@@ -101,20 +91,17 @@ async def test_backend_killed_mid_job_resubmits_elsewhere_with_same_seed(
     fast_engine(monkeypatch)
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
     lost_after = 1.5
-    settings = engine_settings(
+    fakes = {a.base_url: a, b.base_url: b}
+    a.step_delay_s = b.step_delay_s = 0.1
+    deliverer = RecordingDeliverer()
+    async with running_engine(
         pg_dsn,
-        tmp_path / "data",
-        [a.base_url, b.base_url],
+        tmp_path,
+        [a, b],
+        deliverer,
         comfyui_max_in_flight=1,
         backend_lost_after_s=lost_after,
-    )
-    fakes = {a.base_url: a, b.base_url: b}
-    for fake in fakes.values():
-        install_models(fake, settings)
-        fake.step_delay_s = 0.1
-    deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    ) as runtime:
         job_id = await submit(runtime, 1, "a long walk --steps 30")
         (running,) = await wait_all(runtime, [job_id], {JobState.RUNNING}, timeout=5)
         assert running.backend is not None
@@ -154,8 +141,6 @@ async def test_backend_killed_mid_job_resubmits_elsewhere_with_same_seed(
         assert all(j.status is JobState.DONE for j in jobs), [j.error for j in jobs]
         assert any(j.backend == dead.base_url for j in jobs)
         assert any(posts_for(dead, j) for j in more)
-    finally:
-        await runtime.stop()
 
 
 async def test_backend_dead_before_the_health_check_noticed_is_not_hammered(
@@ -164,13 +149,9 @@ async def test_backend_dead_before_the_health_check_noticed_is_not_hammered(
     fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod, "HEALTH_INTERVAL_S", 60.0)  # next periodic check: far
     a, b = await fake_comfy_factory(), await fake_comfy_factory()
-    settings = engine_settings(
-        pg_dsn, tmp_path / "data", [a.base_url, b.base_url], comfyui_max_in_flight=1
-    )
-    for fake in (a, b):
-        install_models(fake, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [a, b], RecordingDeliverer(), comfyui_max_in_flight=1
+    ) as runtime:
         await asyncio.sleep(0.5)  # the start-up health round is over
         await a.kill(keep_history=False)  # dies while idle: the engine has not noticed yet
         job_id = await submit(runtime, 1, "a quick one --steps 1")
@@ -181,8 +162,6 @@ async def test_backend_dead_before_the_health_check_noticed_is_not_hammered(
         assert [h.to_status for h in history].count("submitted") <= 2, len(history)
         assert done.attempts <= 2
         assert not runtime.orchestrator.backends.get(a.base_url).healthy
-    finally:
-        await runtime.stop()
 
 
 async def test_two_hundred_jobs_in_flight(
@@ -231,23 +210,20 @@ async def test_fair_order_interleaves_users_bursts(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(
-        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
-    )
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
-        fake_comfy.hold()  # the first job takes the only slot and waits there
-        labels: dict[str, str] = {}
-        for user, name in ((1, "A"), (2, "B"), (3, "C")):
-            for n in range(1, 4):
-                job_id = await submit(runtime, user, f"{name}{n} scene --steps 1")
-                labels[str(job_id)] = f"{name}{n}"
-        fake_comfy.release()
-        jobs = await wait_all(runtime, [UUID(k) for k in labels], timeout=30)
-        assert all(j.status is JobState.DONE for j in jobs), [j.error for j in jobs]
-        order = [labels[pid] for pid in prompt_order(fake_comfy)]
-        assert order == ["A1", "B1", "C1", "A2", "B2", "C2", "A3", "B3", "C3"], order
-    finally:
-        fake_comfy.release()
-        await runtime.stop()
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), comfyui_max_in_flight=1
+    ) as runtime:
+        try:
+            fake_comfy.hold()  # the first job takes the only slot and waits there
+            labels: dict[str, str] = {}
+            for user, name in ((1, "A"), (2, "B"), (3, "C")):
+                for n in range(1, 4):
+                    job_id = await submit(runtime, user, f"{name}{n} scene --steps 1")
+                    labels[str(job_id)] = f"{name}{n}"
+            fake_comfy.release()
+            jobs = await wait_all(runtime, [UUID(k) for k in labels], timeout=30)
+            assert all(j.status is JobState.DONE for j in jobs), [j.error for j in jobs]
+            order = [labels[pid] for pid in prompt_order(fake_comfy)]
+            assert order == ["A1", "B1", "C1", "A2", "B2", "C2", "A3", "B3", "C3"], order
+        finally:
+            fake_comfy.release()

@@ -18,7 +18,13 @@ import pytest
 from core.jobs.delivery import DeliveredFile, DeliveryLedger, DeliveryReceipt
 from core.models import Generation, Output
 from core.states import JobState
-from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
+from tests.engine import (
+    RecordingDeliverer,
+    engine_settings,
+    install_models,
+    running_engine,
+    start_runtime,
+)
 from tests.integration.engine_kit import crash, fast_engine, job, submit, until, wait_all
 
 
@@ -73,10 +79,9 @@ async def test_a_chat_that_refuses_the_result_still_ends_the_job_with_the_reason
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer(blocked=True))
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(blocked=True)
+    ) as runtime:
         job_id = await submit(runtime, 1, "a rooftop at dusk --steps 1")
         [done] = await wait_all(runtime, [job_id])
         assert done.status is JobState.DONE
@@ -85,5 +90,3 @@ async def test_a_chat_that_refuses_the_result_still_ends_the_job_with_the_reason
             "bot was blocked by the user",
         )
         assert len(await runtime.service.outputs(job_id)) == 1  # the result is kept
-    finally:
-        await runtime.stop()

@@ -16,9 +16,7 @@ from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
     actor,
-    engine_settings,
-    install_models,
-    start_runtime,
+    running_engine,
     wait_status,
 )
 
@@ -28,13 +26,10 @@ DONE_OR_FAILED = {JobState.DONE, JobState.FAILED}
 async def test_a_job_queued_into_an_empty_queue_is_started_before_the_request_returns(
     pg_dsn: str, fake_comfy, tmp_path: Path
 ) -> None:
-    settings = engine_settings(
-        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
-    )
-    install_models(fake_comfy, settings)
     fake_comfy.step_delay_s = 0.05  # the first job holds the only slot for a while
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), comfyui_max_in_flight=1
+    ) as runtime:
         me, other = actor(1), actor(2)
         await runtime.service.seen(me)
         await runtime.service.seen(other)
@@ -59,32 +54,23 @@ async def test_a_job_queued_into_an_empty_queue_is_started_before_the_request_re
         assert [post["prompt_id"] for post in fake_comfy.prompt_posts] == [
             str(t.job.id) for t in (first, second, third)
         ]
-    finally:
-        await runtime.stop()
 
 
 async def test_without_an_engine_in_this_process_the_job_waits_first_in_line(
     pg_dsn: str, fake_comfy, tmp_path: Path
 ) -> None:
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    runtime = await start_runtime(settings, None, role="run")
-    await runtime.stop_engine()  # a bot process whose jobs run in `animebot worker`s
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy]) as runtime:
+        await runtime.stop_engine()  # a bot process whose jobs run in `animebot worker`s
         me = actor(1)
         await runtime.service.seen(me)
         ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
         assert ticket.position == 1
         assert (await runtime.service.job(ticket.job.id)).status is JobState.QUEUED
-    finally:
-        await runtime.stop()
 
 
 async def test_a_failed_immediate_claim_leaves_the_job_to_the_dispatch_loop(
     pg_dsn: str, fake_comfy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
     real_claim = gen_db.claim
     failures = []
 
@@ -94,13 +80,11 @@ async def test_a_failed_immediate_claim_leaves_the_job_to_the_dispatch_loop(
             raise StoreError("the database went away for a moment")
         return await real_claim(*args, **kwargs)
 
-    monkeypatch.setattr(gen_db, "claim", claim_failing_once)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
+        monkeypatch.setattr(gen_db, "claim", claim_failing_once)
         me = actor(1)
         await runtime.service.seen(me)
         ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
         assert failures and ticket.position == 1  # queued, and said so
         job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
         assert job.status is JobState.DONE, job.error  # the dispatch loop started it
-    finally:
-        await runtime.stop()

@@ -4,6 +4,7 @@ Jellyfin down never delays delivery, and the scheduler's retry files it later.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from core.db import outputs as out_db
 from core.models import Generation, LibraryStatus
@@ -11,9 +12,7 @@ from core.runtime import Runtime
 from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
-    engine_settings,
-    install_models,
-    start_runtime,
+    running_engine,
     wait_status,
     wait_until,
 )
@@ -21,20 +20,18 @@ from tests.fakes.jellyfin import API_KEY
 from tests.integration.engine_kit import submit
 
 
-def _settings(pg_dsn: str, tmp_path: Path, comfy_url: str, jellyfin_url: str) -> object:
+def _jellyfin_values(tmp_path: Path, jellyfin_url: str) -> dict[str, Any]:
+    """Engine settings that file results into a new library folder, `tmp_path / "library"`."""
     library = tmp_path / "library"
     library.mkdir()
-    return engine_settings(
-        pg_dsn,
-        tmp_path / "data",
-        [comfy_url],
-        jellyfin_url=jellyfin_url,
-        jellyfin_api_key=API_KEY,
-        jellyfin_library_dir=library,
-        jellyfin_scan_attempts=20,
-        jellyfin_scan_interval_s=0.1,
-        library_retry_s=0.2,
-    )
+    return {
+        "jellyfin_url": jellyfin_url,
+        "jellyfin_api_key": API_KEY,
+        "jellyfin_library_dir": library,
+        "jellyfin_scan_attempts": 20,
+        "jellyfin_scan_interval_s": 0.1,
+        "library_retry_s": 0.2,
+    }
 
 
 async def _done(runtime: Runtime, user: int, scene: str) -> Generation:
@@ -60,12 +57,10 @@ async def _linked(deliverer: RecordingDeliverer) -> None:
 
 
 async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, tmp_path) -> None:
-    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
-    fake_jellyfin.add_folder("Anime Studio", [str(settings.jellyfin_library_dir)])
-    install_models(fake_comfy, settings)
+    values = _jellyfin_values(tmp_path, fake_jellyfin.url)
+    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer, **values) as runtime:
         await _done(runtime, 7, "Sakura at the beach")
         await _linked(deliverer)
         output_id, link = deliverer.links[0]
@@ -74,23 +69,19 @@ async def test_done_job_is_filed_and_linked(pg_dsn, fake_comfy, fake_jellyfin, t
         assert output.jellyfin_link == link
         assert link.startswith(f"{fake_jellyfin.url}/web/#/details?id=")
         filed = Path(output.library_path or "")
-        assert filed.is_file() and filed.is_relative_to(settings.jellyfin_library_dir)
+        assert filed.is_file() and filed.is_relative_to(runtime.settings.jellyfin_library_dir)
         assert "Sakura at the beach" in filed.name
         assert fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
-    finally:
-        await runtime.stop()
 
 
 async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
-    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
-    fake_jellyfin.add_folder("Anime Studio", [str(settings.jellyfin_library_dir)])
-    install_models(fake_comfy, settings)
+    values = _jellyfin_values(tmp_path, fake_jellyfin.url)
+    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
     await fake_jellyfin.stop()
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer, **values) as runtime:
         job = await _done(runtime, 8, "a rainy street")
         assert job.result_message_id is not None
         await _first_attempt(runtime, job)
@@ -109,38 +100,31 @@ async def test_jellyfin_down_does_not_delay_delivery_and_retry_files_later(
         await wait_until(linked, timeout=15)
         outs = await runtime.service.outputs(job.id)
         assert outs[0].library_status is LibraryStatus.LINKED
-        files = list(settings.jellyfin_library_dir.rglob("*.png"))
+        files = list(runtime.settings.jellyfin_library_dir.rglob("*.png"))
         assert len(files) == 1  # the retry resumed, it did not file a second copy
-    finally:
-        await runtime.stop()
 
 
 async def test_library_is_created_when_allowed_and_refused_otherwise(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
-    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
-    install_models(fake_comfy, settings)
-    allowed = settings.model_copy(update={"jellyfin_create_library": True})
+    values = _jellyfin_values(tmp_path, fake_jellyfin.url)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(allowed, deliverer)
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], deliverer, jellyfin_create_library=True, **values
+    ) as runtime:
         await _done(runtime, 9, "a quiet library")
         await _linked(deliverer)
         created = fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
         assert len(created) == 1
         assert runtime.extras["filer"].library_id is not None
-    finally:
-        await runtime.stop()
 
 
 async def test_missing_library_without_permission_is_retried_not_created(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
-    settings = _settings(pg_dsn, tmp_path, fake_comfy.base_url, fake_jellyfin.url)
-    install_models(fake_comfy, settings)
+    values = _jellyfin_values(tmp_path, fake_jellyfin.url)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer, **values) as runtime:
         job = await _done(runtime, 10, "an empty shelf")
         await _first_attempt(runtime, job)
         assert not fake_jellyfin.requests_to("/Library/VirtualFolders", "POST")
@@ -149,5 +133,3 @@ async def test_missing_library_without_permission_is_retried_not_created(
         assert outs[0].library_status is LibraryStatus.FILED and not deliverer.links
         assert Path(outs[0].library_path or "").is_file()
         assert not fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
-    finally:
-        await runtime.stop()

@@ -14,7 +14,7 @@ import pytest
 
 from core.db import generations as gen_db
 from core.states import JobState
-from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
+from tests.engine import RecordingDeliverer, install_models, running_engine
 from tests.integration.engine_kit import (
     collect_until_final,
     fast_engine,
@@ -40,14 +40,11 @@ async def test_progress_events_in_order_and_recorded(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(
-        pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
-    )
-    install_models(fake_comfy, settings)
     fake_comfy.step_delay_s = 0.15
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], deliverer, comfyui_max_in_flight=1
+    ) as runtime:
         async with runtime.events.subscribe() as queue:
             # Another user's job holds the only slot: ours waits in the queue first.
             blocker = await submit(runtime, 2, "a cat on a roof --steps 8")
@@ -107,19 +104,14 @@ async def test_progress_events_in_order_and_recorded(
         )
         assert done.progress == 1
         assert len(deliverer.delivered) == 2
-    finally:
-        await runtime.stop()
 
 
 async def test_rejected_prompt_fails_with_reason_and_is_not_retried(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
         # After the engine checked the backend's object_info, the server changes under it:
         # first its checkpoint list no longer has ours.
         fake_comfy.models = {**fake_comfy.models, "ckpt_name": ["other_model.safetensors"]}
@@ -128,11 +120,11 @@ async def test_rejected_prompt_fails_with_reason_and_is_not_retried(
         assert failed.status is JobState.FAILED
         assert failed.error is not None
         assert "CheckpointLoaderSimple" in failed.error and "not in list" in failed.error
-        assert settings.checkpoint_name in failed.error
+        assert runtime.settings.checkpoint_name in failed.error
         assert len(failed.error) < 300 and "\n" not in failed.error
 
         # Then a node class disappears (a custom node pack was removed).
-        install_models(fake_comfy, settings)
+        install_models(fake_comfy, runtime.settings)
         fake_comfy.available_nodes = {
             name for name in fake_comfy.object_info() if name != "KSampler"
         }
@@ -148,18 +140,13 @@ async def test_rejected_prompt_fails_with_reason_and_is_not_retried(
             again = await job(runtime, job_id)
             assert again.status is JobState.FAILED and again.attempts == 1
         assert deliverer.delivered == []
-    finally:
-        await runtime.stop()
 
 
 async def test_execution_error_fails_with_node_and_message(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         fake_comfy.fail_next(
             "10", "CUDA out of memory. Tried to allocate 2.00 GiB", "torch.OutOfMemoryError"
         )
@@ -173,20 +160,17 @@ async def test_execution_error_fails_with_node_and_message(
         assert len(posts_for(fake_comfy, job_id)) == 1
         history = await gen_db.list_events(runtime.database.pool, job_id)
         assert history[-1].to_status == "failed" and history[-1].detail["error"] == failed.error
-    finally:
-        await runtime.stop()
 
 
 async def test_job_timeout_fails_and_interrupts_the_prompt(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url], image_timeout_s=2)
-    install_models(fake_comfy, settings)
     fake_comfy.step_delay_s = 0.5
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], deliverer, image_timeout_s=2
+    ) as runtime:
         job_id = await submit(runtime, 1, "a slow sunset --steps 30")
         (failed,) = await wait_all(runtime, [job_id], timeout=15)
         assert failed.status is JobState.FAILED
@@ -198,5 +182,3 @@ async def test_job_timeout_fails_and_interrupts_the_prompt(
         kinds = [m[0] for m in entry["status"]["messages"]]
         assert "execution_interrupted" in kinds
         assert deliverer.delivered == []
-    finally:
-        await runtime.stop()

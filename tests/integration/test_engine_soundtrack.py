@@ -16,9 +16,7 @@ from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
     actor,
-    engine_settings,
-    install_models,
-    start_runtime,
+    running_engine,
     wait_status,
 )
 
@@ -51,18 +49,16 @@ async def test_video_with_itunes_preview_and_local_file(
     music_dir.mkdir()
     _tone(music_dir / "Ocean Waves.mp3", 12.0)
     fake_itunes.add("sakura", fake_itunes.song(42, "Sakura Song", "Hana"))
-    settings = engine_settings(
+    deliverer = RecordingDeliverer()
+    async with running_engine(
         pg_dsn,
-        tmp_path / "data",
-        [fake_comfy.base_url],
+        tmp_path,
+        [fake_comfy],
+        deliverer,
         music_dir=music_dir,
         itunes_enabled=True,
         itunes_base_url=fake_itunes.url,
-    )
-    install_models(fake_comfy, settings)
-    deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    ) as runtime:
         service = runtime.service
         me = actor(3)
         await service.seen(me)
@@ -88,14 +84,10 @@ async def test_video_with_itunes_preview_and_local_file(
             assert info.duration_s is not None and out.duration_s is not None
             assert abs(info.duration_s - out.duration_s) < 0.3  # trimmed to the video
         assert fake_itunes.preview_calls == 1
-    finally:
-        await runtime.stop()
 
 
 async def test_soundtrack_rules(pg_dsn, fake_comfy, tmp_path) -> None:
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         service = runtime.service
         me = actor(4)
         await service.seen(me)
@@ -109,5 +101,3 @@ async def test_soundtrack_rules(pg_dsn, fake_comfy, tmp_path) -> None:
         with pytest.raises(InvalidInput, match="image"):
             await service.request_scene(me, JobKind.IMAGE, "a cat", soundtrack=upload)
         assert not service.music_available
-    finally:
-        await runtime.stop()

@@ -35,7 +35,7 @@ from core.jobs.runner import JobRunner
 from core.media.metadata import read_generation_metadata
 from core.models import Generation, Output
 from core.states import JobState
-from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
+from tests.engine import RecordingDeliverer, running_engine
 from tests.integration.engine_kit import (
     PostprocessGate,
     fast_engine,
@@ -44,6 +44,7 @@ from tests.integration.engine_kit import (
     until,
     wait_all,
 )
+from tests.notices import listening
 
 
 def _history_reads(fake: Any, job_id: UUID) -> int:
@@ -67,10 +68,7 @@ async def test_a_waiting_prompt_is_not_polled_while_the_socket_is_up(
 ) -> None:
     fast_engine(monkeypatch)  # fast polling every 0.3 s when it applies
     monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 600.0)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         fake_comfy.hold()
         job_id = await submit(runtime, 1, "a long wait --steps 2")
         await until(lambda: str(job_id) in fake_comfy.pending_ids, what="prompt pending")
@@ -84,8 +82,6 @@ async def test_a_waiting_prompt_is_not_polled_while_the_socket_is_up(
         fake_comfy.release()
         (done,) = await wait_all(runtime, [job_id])
         assert done.status is JobState.DONE
-    finally:
-        await runtime.stop()
 
 
 async def test_lost_events_are_caught_when_the_socket_reconnects(
@@ -93,11 +89,8 @@ async def test_lost_events_are_caught_when_the_socket_reconnects(
 ) -> None:
     fast_engine(monkeypatch)
     monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 600.0)  # only the reconnection can help
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
         fake_comfy.hold()
         job_id = await submit(runtime, 1, "a quiet finish --steps 2")
         await until(lambda: str(job_id) in fake_comfy.pending_ids, what="prompt pending")
@@ -110,8 +103,6 @@ async def test_lost_events_are_caught_when_the_socket_reconnects(
         (done,) = await wait_all(runtime, [job_id])
         assert done.status is JobState.DONE
         assert [j.id for j, _ in deliverer.delivered] == [job_id]
-    finally:
-        await runtime.stop()
 
 
 async def test_the_safety_poll_finds_a_prompt_whose_events_were_lost(
@@ -119,10 +110,7 @@ async def test_the_safety_poll_finds_a_prompt_whose_events_were_lost(
 ) -> None:
     fast_engine(monkeypatch)
     monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 0.5)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         fake_comfy.hold()
         job_id = await submit(runtime, 1, "a silent job --steps 2")
         await until(lambda: str(job_id) in fake_comfy.pending_ids, what="prompt pending")
@@ -130,8 +118,6 @@ async def test_the_safety_poll_finds_a_prompt_whose_events_were_lost(
         fake_comfy.release()
         (done,) = await wait_all(runtime, [job_id])  # no socket trouble at all
         assert done.status is JobState.DONE
-    finally:
-        await runtime.stop()
 
 
 def test_poll_interval_follows_where_the_events_go() -> None:
@@ -160,21 +146,16 @@ async def test_a_finished_job_is_handed_to_delivery_in_process(
         return await real_adopt(db, job_id, **kwargs)
 
     monkeypatch.setattr(gen_db, "adopt", adopt)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
     deliverer = RecordingDeliverer()
-    runtime = await start_runtime(settings, deliverer)
-    listen = await runtime.database.pool.acquire()
-    notices: list[str] = []
-    try:
-        await listen.add_listener("animebot_queue", lambda *args: notices.append(args[3]))
-        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
-        (done,) = await wait_all(runtime, [job_id])
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
+        async with listening(runtime.database.pool) as notices:
+            job_id = await submit(runtime, 1, "a lighthouse --steps 2")
+            (done,) = await wait_all(runtime, [job_id])
+            heard = await notices.wait_for(f"done {job_id}")
         assert done.status is JobState.DONE and done.lease_owner is None
         assert [j.id for j, _ in deliverer.delivered] == [job_id]
         assert adopted == []  # not through the delivery loop's adoption
-        await until(lambda: f"done {job_id}" in notices, what="notice of done")
-        assert f"delivering {job_id}" not in notices  # nobody else needed to hear of it
+        assert f"delivering {job_id}" not in heard  # nobody else needed to hear of it
         events = await gen_db.list_events(runtime.database.pool, job_id)
         assert [e.to_status for e in events] == [
             "queued",
@@ -196,9 +177,6 @@ async def test_a_finished_job_is_handed_to_delivery_in_process(
         assert meta is not None and meta.job_id == str(job_id)
         assert Path(out.delivery_path or "").read_bytes().startswith(b"\xff\xd8")
         assert not list(original.parent.glob("*_comfy*"))  # the download was renamed
-    finally:
-        await runtime.database.pool.release(listen)
-        await runtime.stop()
 
 
 async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
@@ -214,10 +192,7 @@ async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
         return await real_load(db)
 
     monkeypatch.setattr(gen_db, "in_flight_by_backend", load)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         fake_comfy.hold()
         first = await submit(runtime, 1, "first --steps 2")
         await until(lambda: str(first) in fake_comfy.pending_ids, what="first pending")
@@ -232,8 +207,6 @@ async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
         second = await submit(runtime, 2, "second --steps 2")
         (done,) = await wait_all(runtime, [second])
         assert done.status is JobState.DONE and reads == []
-    finally:
-        await runtime.stop()
 
 
 @dataclass
@@ -284,8 +257,6 @@ async def test_the_hand_off_path_reads_nothing_back(
     one statement, the outputs are handed over in memory (not read back), and the deliverer
     was told to prepare while ComfyUI worked."""
     fast_engine(monkeypatch)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
     deliverer = PreparingDeliverer()
     finished_at: list[int] = []
     real_finish = JobRunner._finish
@@ -304,8 +275,7 @@ async def test_the_hand_off_path_reads_nothing_back(
         return await real_list(db, job_id)
 
     monkeypatch.setattr(out_db, "list_outputs", list_outputs)
-    runtime = await start_runtime(settings, deliverer)
-    try:
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
         _record_statements(monkeypatch, deliverer.statements)
         fake_comfy.hold()
         job_id = await submit(runtime, 1, "a lighthouse --steps 2")
@@ -315,8 +285,6 @@ async def test_the_hand_off_path_reads_nothing_back(
         fake_comfy.release()
         (done,) = await wait_all(runtime, [job_id])
         assert done.status is JobState.DONE
-    finally:
-        await runtime.stop()
 
     [(handed, outputs)] = deliverer.delivered
     assert handed.id == job_id and handed.status is JobState.DELIVERING
@@ -377,26 +345,23 @@ async def _early_job(
     if swallow_finish:
         monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 2.0)
         _swallow_finish_of(monkeypatch, swallowed)
-    settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
-    install_models(fake_comfy, settings)
-    runtime = await start_runtime(settings, RecordingDeliverer())
-    try:
-        fake_comfy.hold()
-        job_id = await submit(runtime, 1, "a lighthouse --steps 2")
-        swallowed.add(str(job_id))
-        gate.held.add(job_id)
-        fake_comfy.release()
-        await until(lambda: job_id in gate.entered, what="post-processing started")
-        if swallow_finish:
-            # Started on the `executed` event: ComfyUI's end is not even known yet.
-            assert _history_reads(fake_comfy, job_id) == 0
-            assert (await job(runtime, job_id)).status in (JobState.SUBMITTED, JobState.RUNNING)
-        gate.open()
-        (done,) = await wait_all(runtime, [job_id])
-        return done, await runtime.service.outputs(job_id)
-    finally:
-        gate.open()
-        await runtime.stop()
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
+        try:
+            fake_comfy.hold()
+            job_id = await submit(runtime, 1, "a lighthouse --steps 2")
+            swallowed.add(str(job_id))
+            gate.held.add(job_id)
+            fake_comfy.release()
+            await until(lambda: job_id in gate.entered, what="post-processing started")
+            if swallow_finish:
+                # Started on the `executed` event: ComfyUI's end is not even known yet.
+                assert _history_reads(fake_comfy, job_id) == 0
+                assert (await job(runtime, job_id)).status in (JobState.SUBMITTED, JobState.RUNNING)
+            gate.open()
+            (done,) = await wait_all(runtime, [job_id])
+            return done, await runtime.service.outputs(job_id)
+        finally:
+            gate.open()
 
 
 def _assert_files_recorded(output: Output) -> None:
