@@ -1,6 +1,6 @@
 """Run the performance benchmarks and print their figures.
 
-    python -m tests.perf                 # all six, ~7 minutes on 2 cores
+    python -m tests.perf                 # all seven, ~3 minutes on 2 cores
     python -m tests.perf --only 1,3      # some of them
     python -m tests.perf --json out.json # also write every figure (and raw samples) as JSON
 
@@ -27,6 +27,7 @@ from core.logs import configure_logging
 from tests.perf import (
     bench_backend_gap,
     bench_flood,
+    bench_floor,
     bench_overhead,
     bench_scale,
     bench_video,
@@ -42,6 +43,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "4": ("webhook updates/s", bench_webhook.run),
     "5": ("Telegram calls per job, 429s", bench_flood.run),
     "6": ("video post-processing", bench_video.run),
+    "7": ("floor of the steps of one job", bench_floor.run),
 }
 
 
