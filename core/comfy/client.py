@@ -15,7 +15,8 @@ import json
 import mimetypes
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -389,6 +390,39 @@ class ComfyClient:
         stored_sub = str(data.get("subfolder") or "")
         return f"{stored_sub}/{data['name']}" if stored_sub else str(data["name"])
 
+    @asynccontextmanager
+    async def _view(
+        self, ref: OutputRef
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, int | None]]:
+        """`GET /view` of one output: the response (status checked) and its declared size;
+        a timeout or a connection error while it is read is `ComfyUnavailable`."""
+        params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+        try:
+            async with self.session.get(
+                self.url("/view"), params=params, timeout=self._download_timeout
+            ) as response:
+                yield response, self._check_view(response, ref)
+        except TimeoutError as exc:
+            raise ComfyUnavailable(f"GET /view {ref.filename}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise ComfyUnavailable(
+                f"GET /view {ref.filename}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def fetch(self, ref: OutputRef) -> bytes:
+        """One output in memory (an image: its post-processing reads all of it anyway)."""
+        async with self._view(ref) as (response, declared):
+            body = await _read_limited(response, self.max_download_bytes)
+        if body is None:
+            raise ComfyError(
+                f"GET /view {ref.filename}: over {self.max_download_bytes} bytes",
+                user_message="The result is too large.",
+            )
+        if declared is not None and len(body) != declared:
+            raise ComfyUnavailable(f"GET /view {ref.filename}: {len(body)} of {declared} bytes")
+        log.debug("comfy output fetched", filename=ref.filename, bytes=len(body))
+        return body
+
     async def download(self, ref: OutputRef, dest_dir: Path, name: str) -> Path:
         """Stream one output to `dest_dir/name` (temp file + rename); returns the path."""
         filename = safe_file_name(name)
@@ -398,24 +432,13 @@ class ComfyClient:
             raise InvalidInput(
                 f"{name!r} escapes {dest_dir}", user_message="That file name is not allowed."
             )
-        params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
-        url = self.url("/view")
         tmp = dest_dir / f".{filename}.{uuid.uuid4().hex}.part"
         try:
-            async with self.session.get(
-                url, params=params, timeout=self._download_timeout
-            ) as response:
-                declared = self._check_view(response, ref)
+            async with self._view(ref) as (response, declared):
                 if declared is not None and declared <= _IN_MEMORY_BYTES:
                     size = await self._save_small(response, ref, tmp, final, declared)
                 else:
                     size = await self._save_streamed(response, ref, tmp, final, declared)
-        except TimeoutError as exc:
-            raise ComfyUnavailable(f"GET /view {ref.filename}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise ComfyUnavailable(
-                f"GET /view {ref.filename}: {type(exc).__name__}: {exc}"
-            ) from exc
         finally:
             if tmp.exists():
                 tmp.unlink(missing_ok=True)

@@ -71,19 +71,24 @@ def meta_for(job: Generation) -> GenerationMeta:
 async def process_output(
     job: Generation,
     index: int,
-    downloaded: Path,
+    source: Path | bytes,
     ref: OutputRef,
     out_dir: Path,
     settings: Settings,
 ) -> OutputSpec:
+    """The kept and the Telegram files of output `index`: `source` is the downloaded file,
+    or an image's bytes (fetched in memory: no download file written and read back)."""
     if ref.kind in ("video", "animation"):
-        spec = await _video(downloaded, out_dir / f"{index:02d}_telegram.mp4")
+        if not isinstance(source, Path):
+            raise TypeError("a video or animation is post-processed from its downloaded file")
+        spec = await _video(source, out_dir / f"{index:02d}_telegram.mp4")
         if job.soundtrack:
             spec = await _with_soundtrack(
                 spec, SoundtrackChoice.from_json(job.soundtrack), settings
             )
         return spec
-    files = await asyncio.to_thread(_image_files, downloaded, index, out_dir, meta_for(job))
+    ext = ref.extension or ".bin"
+    files = await asyncio.to_thread(_image_files, source, ext, index, out_dir, meta_for(job))
     return OutputSpec(
         kind=JobKind.IMAGE,
         file_path=files.original,
@@ -110,20 +115,21 @@ class _ImageFiles:
     height: int
 
 
-def _image_files(downloaded: Path, index: int, out_dir: Path, meta: GenerationMeta) -> _ImageFiles:
+def _image_files(
+    source: Path | bytes, ext: str, index: int, out_dir: Path, meta: GenerationMeta
+) -> _ImageFiles:
     """The kept original (with `meta` for PNG/JPEG) and the Telegram JPEG of one image, from
     bytes in memory (blocking: one thread hop instead of one per step).
 
     The Telegram JPEG (decode, encode, write: what delivery waits for) is made in this thread
-    while the archive part (the original written, the download removed, size and sha256) runs
-    in another: Pillow and the file system release the GIL, so the two overlap."""
-    ext = downloaded.suffix.lower()
-    original = downloaded.with_name(f"{index:02d}_original{ext}")
-    data = downloaded.read_bytes()
+    while the archive part (the original written, a download file removed, size and sha256)
+    runs in another: Pillow and the file system release the GIL, so the two overlap."""
+    original = out_dir / f"{index:02d}_original{ext}"
+    data = source if isinstance(source, bytes) else source.read_bytes()
     with_meta = ext in (".png", ".jpg", ".jpeg")
     if with_meta:
         data = embed_metadata_bytes(data, meta)
-    archived = _ARCHIVE.submit(_keep_original, downloaded, original, data, with_meta)
+    archived = _ARCHIVE.submit(_keep_original, source, original, data)
     photo = out_dir / f"{index:02d}_telegram.jpg"
     try:
         photo_bytes, _size = build_telegram_photo(data)
@@ -136,15 +142,14 @@ def _image_files(downloaded: Path, index: int, out_dir: Path, meta: GenerationMe
 
 
 def _keep_original(
-    downloaded: Path, original: Path, data: bytes, with_meta: bool
+    source: Path | bytes, original: Path, data: bytes
 ) -> tuple[int, str, tuple[int, int]]:
-    """The archive part of an image: the original kept (`data`, with its metadata, else the
-    download renamed), its size, sha256 and stored size (as `probe()` reports it)."""
-    if with_meta:
-        atomic_write(original, data)
-        downloaded.unlink(missing_ok=True)
-    else:
-        downloaded.replace(original)
+    """The archive part of an image: the original kept (`data`: with its metadata, as
+    fetched or as downloaded), a download file removed, and the original's size, sha256 and
+    stored size (as `probe()` reports it)."""
+    atomic_write(original, data)
+    if isinstance(source, Path):
+        source.unlink(missing_ok=True)
     return len(data), hashlib.sha256(data).hexdigest(), stored_size(data)
 
 

@@ -490,12 +490,15 @@ class JobRunner:
             await asyncio.sleep(0.05 * (attempt + 1))
         raise BackendLost("the prompt finished but its history never appeared")
 
-    async def _download(self, ref: p.OutputRef, out_dir: Path, name: str) -> Path:
-        """Fetch one output; a backend that is briefly unreachable gets `backend_lost_after_s`
-        (the result exists only there: giving up fails the job)."""
+    async def _download(self, ref: p.OutputRef, out_dir: Path, name: str) -> Path | bytes:
+        """Fetch one output: an image in memory, anything else to `out_dir/name`. A backend
+        that is briefly unreachable gets `backend_lost_after_s` (the result exists only there:
+        giving up fails the job)."""
         first_failure: float | None = None
         while True:
             try:
+                if ref.kind == "image":
+                    return await self.backend.client.fetch(ref)
                 return await self.backend.client.download(ref, out_dir, name)
             except ComfyUnavailable as error:
                 self._unreachable(error)
@@ -619,9 +622,9 @@ class JobRunner:
 
     async def _fetch_and_process(self, index: int, ref: p.OutputRef, out_dir: Path) -> OutputSpec:
         """Download one output and post-process it (a cancel request stops it)."""
-        downloaded = await self._download(ref, out_dir, _download_name(index, ref))
+        source = await self._download(ref, out_dir, _download_name(index, ref))
         return await self._unless_cancelled(
-            process_output(self.job, index, downloaded, ref, out_dir, self.ctx.settings)
+            process_output(self.job, index, source, ref, out_dir, self.ctx.settings)
         )
 
     async def _save_output(self, index: int, ref: p.OutputRef, spec: OutputSpec) -> Output:

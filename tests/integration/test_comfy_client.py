@@ -538,6 +538,56 @@ async def test_download_size_guard_and_missing_file(env: Env, tmp_path: Path) ->
     assert not dest.exists() or list(dest.iterdir()) == []  # no partial or temp file left
 
 
+async def test_fetch_keeps_an_image_in_memory(env: Env, tmp_path: Path) -> None:
+    prompt_id, _ = await env.run(image_workflow(seed=402))
+    entry = await env.client.history(prompt_id)
+    assert entry is not None
+    (ref,) = p.outputs_from_history(entry)
+    data = await env.client.fetch(ref)
+    assert data == (await env.client.download(ref, tmp_path, "same.png")).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (256, 256) and image.format == "PNG"
+    async with ComfyClient(env.fake.base_url, max_download_bytes=100) as small:
+        with pytest.raises(ComfyError) as caught:
+            await small.fetch(ref)
+    assert caught.value.user_message == "The result is too large."
+    with pytest.raises(ComfyError) as caught_missing:
+        await env.client.fetch(p.OutputRef("3", "nope.png", "probe", "output"))
+    assert not isinstance(caught_missing.value, ComfyUnavailable)
+
+
+async def _raw_server(answer: bytes, then_wait_s: float) -> tuple[asyncio.Server, str]:
+    """A server that sends `answer` to every request, waits, then hangs up."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(then_wait_s)
+        writer.close()
+
+    server = await asyncio.start_server(respond, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("then_wait_s", "message"),
+    [(0.0, "GET /view x.png: ClientPayloadError"), (5.0, "GET /view x.png: timed out")],
+    ids=["cut short", "stalled"],
+)
+async def test_fetch_of_a_cut_or_stalled_answer_is_unavailable(
+    then_wait_s: float, message: str
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    server, url = await _raw_server(head + b"\x89PNG" + b"\x00" * 10, then_wait_s)
+    try:
+        async with ComfyClient(url, timeout_s=0.3) as client:
+            with pytest.raises(ComfyUnavailable, match=message):
+                await client.fetch(p.OutputRef("3", "x.png", "", "output"))
+    finally:
+        server.close()
+
+
 # --------------------------------------------------------------------- outages, socket
 
 

@@ -94,16 +94,19 @@ def _expected(download: bytes, ext: str) -> dict[str, Any]:
         (".webp", _webp, "image/webp"),
     ],
 )
+@pytest.mark.parametrize("fetched", [False, True], ids=["downloaded file", "fetched bytes"])
 async def test_the_files_and_fields_are_those_of_one_pass(
-    tmp_path: Path, ext: str, make: Any, mime: str
+    tmp_path: Path, ext: str, make: Any, mime: str, fetched: bool
 ) -> None:
     download = make()
     downloaded = tmp_path / f"00_comfy{ext}"
-    downloaded.write_bytes(download)
+    if not fetched:
+        downloaded.write_bytes(download)
     ref = OutputRef("9", f"ComfyUI_00001_{ext}", "", "output")
     settings = Settings(_env_file=None, comfyui_urls=["http://127.0.0.1:9"], data_dir=tmp_path)
 
-    spec = await process_output(JOB, 0, downloaded, ref, tmp_path, settings)
+    source = download if fetched else downloaded  # the runner fetches images in memory
+    spec = await process_output(JOB, 0, source, ref, tmp_path, settings)
 
     expected = _expected(download, ext)
     assert spec.kind is JobKind.IMAGE and spec.mime == mime
@@ -122,17 +125,29 @@ async def test_the_files_and_fields_are_those_of_one_pass(
         assert meta is not None and meta.job_id == str(JOB.id)
 
 
-async def test_a_damaged_image_fails_and_its_original_is_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fetched", [False, True], ids=["downloaded file", "fetched bytes"])
+async def test_a_damaged_image_fails_and_its_original_is_kept(
+    tmp_path: Path, fetched: bool
+) -> None:
     downloaded = tmp_path / "00_comfy.png"
     download = _damaged_png()
-    downloaded.write_bytes(download)
+    if not fetched:
+        downloaded.write_bytes(download)
     ref = OutputRef("9", "ComfyUI_00001_.png", "", "output")
     settings = Settings(_env_file=None, comfyui_urls=["http://127.0.0.1:9"], data_dir=tmp_path)
 
     with pytest.raises(MediaError):
-        await process_output(JOB, 0, downloaded, ref, tmp_path, settings)
+        await process_output(JOB, 0, download if fetched else downloaded, ref, tmp_path, settings)
 
     # As before: the original (with its metadata) is kept, the download is gone, no photo.
     original = tmp_path / "00_original.png"
     assert original.read_bytes() == embed_metadata_bytes(download, meta_for(JOB))
     assert not downloaded.exists() and not (tmp_path / "00_telegram.jpg").exists()
+
+
+async def test_videos_are_post_processed_from_their_downloaded_file(tmp_path: Path) -> None:
+    ref = OutputRef("9", "clip_00001.mp4", "", "output")
+    settings = Settings(_env_file=None, comfyui_urls=["http://127.0.0.1:9"], data_dir=tmp_path)
+    with pytest.raises(TypeError):  # the runner fetches only images in memory
+        await process_output(JOB, 0, b"\x00\x00\x00\x18ftypmp42", ref, tmp_path, settings)
+    assert list(tmp_path.iterdir()) == []
