@@ -39,7 +39,7 @@ from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from tests.fakes.balancer import Planned
 from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser, JSONDict, StoredMessage
-from tests.fault.procs import free_port
+from tests.webhook import free_port
 
 STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 20.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import uuid
 
 import pytest
@@ -27,6 +26,7 @@ from core.logs import configure_logging
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness
 from tests.fakes.telegram import FakeTelegram
+from tests.webhook import free_port
 
 
 async def test_start_help_and_command_list(bot_harness: BotHarness) -> None:
@@ -138,14 +138,8 @@ async def test_allowed_chat_ids_are_enforced(
     assert ok.reply_to is not None  # groups: the answer quotes the command
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_webhook_mode(make_bot: MakeBot) -> None:
-    port = _free_port()
+    port = free_port()
     bot = await make_bot(
         telegram_webhook_url=f"http://127.0.0.1:{port}/telegram/hook",
         telegram_webhook_listen="127.0.0.1",

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -181,10 +180,3 @@ class Animebot:
                 if line.startswith("Traceback"):
                     found.append(f"run {number}: a bare traceback")
         return found
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a child to listen on)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

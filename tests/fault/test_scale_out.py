@@ -31,7 +31,8 @@ from tests.fault.kit import (
     request_all,
     wait_jobs,
 )
-from tests.fault.procs import Animebot, child_env, free_port
+from tests.fault.procs import Animebot, child_env
+from tests.webhook import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import struct
 from collections.abc import AsyncIterator
 
@@ -38,6 +37,7 @@ from tests.fakes.telegram import (
     mp4_info,
     parse_formatted,
 )
+from tests.webhook import serving_webhook
 
 
 def png(width: int, height: int, color: str = "red") -> bytes:
@@ -457,12 +457,6 @@ async def test_flood_model_records_and_enforces(fake_telegram: FakeTelegram, bot
 
 
 # --- webhook mode ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_webhook_delivery_with_secret_token(fake_telegram: FakeTelegram) -> None:
     async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_message is not None
@@ -470,20 +464,9 @@ async def test_webhook_delivery_with_secret_token(fake_telegram: FakeTelegram) -
 
     app = fake_telegram.builder().build()
     app.add_handler(CommandHandler("ping", echo))
-    port = free_port()
-    await app.initialize()
-    assert app.updater is not None
-    await app.updater.start_webhook(
-        listen="127.0.0.1",
-        port=port,
-        url_path="tg",
-        webhook_url=f"http://127.0.0.1:{port}/tg",
-        secret_token="s3cret_Token",
-    )
-    await app.start()
-    try:
+    async with serving_webhook(app, path="tg", secret="s3cret_Token") as url:
         info = await app.bot.get_webhook_info()
-        assert info.url == f"http://127.0.0.1:{port}/tg"
+        assert info.url == url and url.endswith("/tg")
         with pytest.raises(Conflict, match="webhook is active"):
             await app.bot.get_updates()
         user = fake_telegram.user("Wes")
@@ -494,7 +477,3 @@ async def test_webhook_delivery_with_secret_token(fake_telegram: FakeTelegram) -
         assert fake_telegram.webhook_deliveries[0][1] == 200
         assert await fake_telegram.post_to_webhook(update, secret="wrong") == 403
         assert (await app.bot.get_webhook_info()).pending_update_count == 0
-    finally:
-        await app.updater.stop()
-        await app.stop()
-        await app.shutdown()

@@ -50,9 +50,9 @@ from tests.perf.common import (
     Postgres,
     default_models,
     dist_ms,
-    free_port,
     pct,
 )
+from tests.webhook import serving_webhook
 
 SAMPLES = 200
 WARMUP = 10
@@ -80,17 +80,6 @@ async def _webhook(fakes: Fakes, telegram: dict[str, str], user: int) -> list[fl
         .build()
     )
     app.add_handler(TypeHandler(Update, record))
-    port = free_port()
-    await app.initialize()
-    assert app.updater is not None
-    await app.updater.start_webhook(
-        listen="127.0.0.1",
-        port=port,
-        url_path="hook",
-        webhook_url=f"http://127.0.0.1:{port}/hook",
-        secret_token=WEBHOOK_SECRET,
-    )
-    await app.start()
 
     async def one() -> float:
         body = {"chat_id": user, "user_id": user, "text": "/start"}
@@ -100,12 +89,8 @@ async def _webhook(fakes: Fakes, telegram: dict[str, str], user: int) -> list[fl
         started = (await fakes.telegram_calls(since=10**9))["webhook_started"]
         return at - float(started[str(update_id)])
 
-    try:
+    async with serving_webhook(app, path="hook", secret=WEBHOOK_SECRET):
         return await _samples(one)
-    finally:
-        await app.updater.stop()
-        await app.stop()
-        await app.shutdown()
 
 
 async def _record(dsn: str) -> list[float]:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import resource
-import socket
 import sys
 import time
 import uuid
@@ -25,6 +24,7 @@ from core.db.pool import connect, start_embedded_server
 from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from tests.engine import MODEL_INPUTS
+from tests.webhook import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATE = "animebot_perf_template"
@@ -261,12 +261,6 @@ def default_models() -> dict[str, list[str]]:
 
 
 # -- settings and the bot ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_settings(
