@@ -11,7 +11,10 @@ from core.db.types import Executor
 from core.models import Generation, JobKind, LibraryStatus, Output
 from core.states import JobState, sources_of
 
-_UPSERT = """
+# One output inserted, or replaced when its job redoes that position ($1-$15, `_output_args`);
+# `_UPSERT` and `_SAVE_DELIVERING` each add their RETURNING. Constants only: no value is ever
+# spliced into the SQL.
+_UPSERT_OUTPUT = """
 INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
     mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
     library_status)
@@ -22,8 +25,8 @@ ON CONFLICT (generation_id, position) DO UPDATE SET
     mime = EXCLUDED.mime, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
     width = EXCLUDED.width, height = EXCLUDED.height, duration_s = EXCLUDED.duration_s,
     comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
-RETURNING *
 """
+_UPSERT = _UPSERT_OUTPUT + "RETURNING *\n"
 
 # The job's last output saved and the job moved to `delivering`, in one statement (one round
 # trip, one commit): the same as `_UPSERT` followed by `generations.transition(job,
@@ -32,19 +35,10 @@ RETURNING *
 # the job's row first, so a cancel request that got in first is seen and wins (the output is
 # saved either way, as with two statements). The output comes back as one value of the
 # table's row type (its columns would clash with the job's).
-_SAVE_DELIVERING = """
-WITH saved AS (
-    INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
-        mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
-        library_status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-    ON CONFLICT (generation_id, position) DO UPDATE SET
-        kind = EXCLUDED.kind, file_path = EXCLUDED.file_path,
-        delivery_path = EXCLUDED.delivery_path, thumbnail_path = EXCLUDED.thumbnail_path,
-        mime = EXCLUDED.mime, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
-        width = EXCLUDED.width, height = EXCLUDED.height, duration_s = EXCLUDED.duration_s,
-        comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
-    RETURNING outputs AS output
+_SAVE_DELIVERING = (
+    "WITH saved AS ("  # noqa: S608 - SQL constants joined; every value is a $n parameter
+    + _UPSERT_OUTPUT
+    + """    RETURNING outputs AS output
 ), old AS (
     SELECT id, status, cancel_requested FROM generations WHERE id = $1 FOR UPDATE
 ), moved AS (
@@ -65,6 +59,7 @@ SELECT moved.*, (SELECT output FROM saved) AS saved_output,
     AS notified
 FROM moved
 """
+)
 _TO_DELIVERING_FROM = [state.value for state in sources_of(JobState.DELIVERING)]
 
 
