@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -514,12 +514,8 @@ def outputs_from_node_output(node_id: str, output: Mapping[str, Any]) -> list[Ou
     return refs
 
 
-def outputs_from_history(
-    history_entry: Mapping[str, Any], *, only_output: bool = False
-) -> list[OutputRef]:
-    """Files listed in one `/history/{id}` entry (the value under the prompt id), node order.
-
-    `only_output=True` drops `temp` files (PreviewImage)."""
+def outputs_from_history(history_entry: Mapping[str, Any]) -> list[OutputRef]:
+    """Files listed in one `/history/{id}` entry (the value under the prompt id), node order."""
     outputs = history_entry.get("outputs")
     if not isinstance(outputs, dict):
         return []
@@ -527,9 +523,13 @@ def outputs_from_history(
     for node_id, node_output in outputs.items():
         if isinstance(node_output, dict):
             refs.extend(outputs_from_node_output(str(node_id), node_output))
-    if only_output:
-        refs = [ref for ref in refs if ref.type == "output"]
     return refs
+
+
+def kept_outputs(refs: Iterable[OutputRef]) -> list[OutputRef]:
+    """The files a job keeps: saved ones (not `temp` previews, like PreviewImage's), images
+    and videos (not audio)."""
+    return [ref for ref in refs if ref.type == "output" and ref.kind != "audio"]
 
 
 @dataclass(frozen=True, slots=True)

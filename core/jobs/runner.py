@@ -563,7 +563,7 @@ class JobRunner:
             if await self._cancel_requested():
                 raise JobCancelled("interrupted")
             raise JobFailed("interrupted", user_message="The GPU server interrupted the job.")
-        refs = _kept(p.outputs_from_history(entry))
+        refs = p.kept_outputs(p.outputs_from_history(entry))
         if not refs:
             raise JobFailed("no outputs", user_message="The workflow produced no image or video.")
         return refs
@@ -581,7 +581,7 @@ class JobRunner:
         """An output node finished: fetch and post-process its files now (see the module
         docstring), with the same filters as the history's outputs."""
         out_dir = self.ctx.settings.outputs_dir / self.pid
-        for ref in _kept(p.outputs_from_node_output(event.node, event.output)):
+        for ref in p.kept_outputs(p.outputs_from_node_output(event.node, event.output)):
             index = len(self._early)
             work = asyncio.ensure_future(self._fetch_and_process(index, ref, out_dir))
             self._early[index] = (ref, work)
@@ -716,12 +716,6 @@ class JobRunner:
                 message="waiting for a GPU server",
             )
         )
-
-
-def _kept(refs: list[p.OutputRef]) -> list[p.OutputRef]:
-    """The files of a prompt's outputs the job keeps: saved ones (not `temp` previews), images
-    and videos (not audio)."""
-    return [ref for ref in refs if ref.type == "output" and ref.kind != "audio"]
 
 
 def _remove_files(paths: list[Path]) -> None:

@@ -315,7 +315,7 @@ def test_outputs_of_batch_and_preview() -> None:
         ("4", "ComfyUI_temp_qcdrr_00001_.png", "", "temp"),
         ("4", "ComfyUI_temp_qcdrr_00002_.png", "", "temp"),
     ]
-    assert [r.filename for r in p.outputs_from_history(entry, only_output=True)] == [
+    assert [r.filename for r in p.kept_outputs(refs)] == [
         "batch_00001_.png",
         "batch_00002_.png",
     ]
