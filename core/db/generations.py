@@ -70,13 +70,6 @@ VALUES ($1, $2, $3, $4)
 """
 
 
-async def create_generation(db: Executor, **fields: Any) -> Generation:
-    """Insert a queued job and its first event (and wake the engines), in one statement; the
-    fields are `create_queued`'s."""
-    job, _alone = await create_queued(db, **fields)
-    return job
-
-
 async def create_queued(
     db: Executor,
     *,
@@ -97,8 +90,9 @@ async def create_queued(
     seed: int | None = None,
     soundtrack: dict[str, Any] | None = None,
 ) -> tuple[Generation, bool]:
-    """`create_generation`, also telling whether the queue held no other job when it was
-    inserted (then the job is first in line, without ranking the queue)."""
+    """Insert a queued job and its first event (and wake the engines), in one statement.
+    Also says whether the queue held no other job when it was inserted (then the job is
+    first in line, without ranking the queue)."""
     row = await db.fetchrow(
         _INSERT,
         id,

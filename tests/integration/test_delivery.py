@@ -139,7 +139,7 @@ class World:
                     base_seed=7,
                 )
             ids.append(found.id)
-        return await gen_db.create_generation(
+        job, _alone = await gen_db.create_queued(
             self.db.pool,
             id=uuid.uuid4(),
             requester_id=self.user.id,
@@ -153,6 +153,7 @@ class World:
             character_ids=ids,
             seed=123456789,
         )
+        return job
 
     async def delivering(self, job: Generation) -> Generation:
         for state in (

@@ -45,7 +45,8 @@ async def _job(db: Database, requester: int = ALICE, **extra: Any) -> Generation
         "workflow": "txt2img",
     }
     fields.update(extra)
-    return await gens.create_generation(db.pool, **fields)
+    job, _alone = await gens.create_queued(db.pool, **fields)
+    return job
 
 
 async def _snapshot(db: Database, job_id: uuid.UUID) -> tuple[Generation, int]:

@@ -35,7 +35,7 @@ async def world(db: Database) -> None:
 
 
 async def _job(db: Database, *, chat: int = CHAT, **extra: Any) -> Generation:
-    return await gens.create_generation(
+    job, _alone = await gens.create_queued(
         db.pool,
         id=uuid.uuid4(),
         requester_id=USER,
@@ -45,6 +45,7 @@ async def _job(db: Database, *, chat: int = CHAT, **extra: Any) -> Generation:
         workflow="txt2img",
         **extra,
     )
+    return job
 
 
 async def _deliver(db: Database, job_id: uuid.UUID, *, finish: bool = True) -> None:

@@ -118,7 +118,7 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
     await people.upsert_chat(db.pool, CHAT, ChatType.PRIVATE)
 
     async def job() -> Generation:
-        return await gens.create_generation(
+        job, _alone = await gens.create_queued(
             db.pool,
             id=uuid.uuid4(),
             requester_id=USER,
@@ -127,6 +127,7 @@ async def test_orphans_are_found_and_adopted_with_compare_and_set(db: Database) 
             prompt_typed="p",
             workflow="txt2img",
         )
+        return job
 
     alive_conn = await connect(db.dsn)
     dying_conn = await connect(db.dsn)
