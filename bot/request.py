@@ -220,54 +220,9 @@ class CountingRequest(BaseRequest):
         session = self._session
         if session is None or session.closed:
             raise RuntimeError("This CountingRequest is not initialized!")
-
-        files = request_data.multipart_data if request_data else None
-        if isinstance(read_timeout, DefaultValue):
-            read_timeout = self._read_timeout
-        if isinstance(connect_timeout, DefaultValue):
-            connect_timeout = self._connect_timeout
-        if isinstance(pool_timeout, DefaultValue):
-            pool_timeout = self._pool_timeout
-        if isinstance(write_timeout, DefaultValue):
-            write_timeout = self._media_write_timeout if files else self._write_timeout
-        deadline = (
-            connect_timeout + write_timeout + read_timeout
-            if request_data is not None
-            and connect_timeout is not None
-            and write_timeout is not None
-            and read_timeout is not None
-            else None
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=deadline,
-            connect=connect_timeout,
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
-        )
-
-        data: aiohttp.FormData | bytes | None = None
-        headers: dict[str, str] | None = None
-        if files:
-            form = aiohttp.FormData(quote_fields=False)
-            for name, value in (request_data.json_parameters if request_data else {}).items():
-                form.add_field(name, value)
-            for name, (filename, content, mimetype) in files.items():
-                form.add_field(name, content, filename=_filename(filename), content_type=mimetype)
-            data = form
-        elif request_data is not None:
-            data = urlencode(request_data.json_parameters).encode()
-            headers = {"Content-Type": _FORM}
-
-        slots = self._slots
-        if slots.locked():
-            # All connections are busy: wait for one, at most `pool_timeout`.
-            try:
-                async with asyncio.timeout(pool_timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                raise TimedOut(message=_POOL_TIMEOUT_MESSAGE) from None
-        else:
-            await slots.acquire()
+        timeout = self._timeout(request_data, read_timeout, write_timeout, connect_timeout)
+        data, headers = _body(request_data)
+        slots = await self._take_slot(pool_timeout)
         try:
             async with session.request(
                 method,
@@ -285,3 +240,67 @@ class CountingRequest(BaseRequest):
             raise NetworkError(_describe(error, url)) from error
         finally:
             slots.release()
+
+    def _timeout(
+        self,
+        request_data: RequestData | None,
+        read_timeout: ODVInput[float],
+        write_timeout: ODVInput[float],
+        connect_timeout: ODVInput[float],
+    ) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for one call (defaults filled in; see the module docstring)."""
+        if isinstance(read_timeout, DefaultValue):
+            read_timeout = self._read_timeout
+        if isinstance(connect_timeout, DefaultValue):
+            connect_timeout = self._connect_timeout
+        if isinstance(write_timeout, DefaultValue):
+            uploads = request_data is not None and bool(request_data.multipart_data)
+            write_timeout = self._media_write_timeout if uploads else self._write_timeout
+        deadline = (
+            connect_timeout + write_timeout + read_timeout
+            if request_data is not None
+            and connect_timeout is not None
+            and write_timeout is not None
+            and read_timeout is not None
+            else None
+        )
+        return aiohttp.ClientTimeout(
+            total=deadline,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+
+    async def _take_slot(self, pool_timeout: ODVInput[float]) -> asyncio.Semaphore:
+        """One of the `connection_pool_size` slots (released on the semaphore returned, even
+        if a re-`initialize` made a new one meanwhile); when all are busy, wait at most
+        `pool_timeout` for one."""
+        if isinstance(pool_timeout, DefaultValue):
+            pool_timeout = self._pool_timeout
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()
+            return slots
+        try:
+            async with asyncio.timeout(pool_timeout):
+                await slots.acquire()
+        except TimeoutError:
+            raise TimedOut(message=_POOL_TIMEOUT_MESSAGE) from None
+        return slots
+
+
+def _body(
+    request_data: RequestData | None,
+) -> tuple[aiohttp.FormData | bytes | None, dict[str, str] | None]:
+    """The request body and its headers: multipart/form-data with the files, else the
+    parameters form-urlencoded (none without `request_data`)."""
+    if request_data is None:
+        return None, None
+    if request_data.multipart_data:
+        form = aiohttp.FormData(quote_fields=False)
+        for name, value in request_data.json_parameters.items():
+            form.add_field(name, value)
+        for name, (filename, content, mimetype) in request_data.multipart_data.items():
+            form.add_field(name, content, filename=_filename(filename), content_type=mimetype)
+        return form, None
+    return urlencode(request_data.json_parameters).encode(), {"Content-Type": _FORM}
