@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from uuid import UUID
 
 from bot.keyboards import uuid_to_text
@@ -14,13 +13,11 @@ from core.states import JobState
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, buttons, job_prefix
 from tests.fakes.telegram import FakeChat, FakeUser
+from tests.webhook import free_port
 
 
 def _dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"  # nobody listens
 
 
 async def _queue_jobs(bot: BotHarness, chat: FakeChat, user: FakeUser, *texts: str) -> list[UUID]:

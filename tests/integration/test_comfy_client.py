@@ -6,7 +6,6 @@ import asyncio
 import copy
 import io
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from core.comfy.client import ComfyClient
 from core.comfy.socket import ComfySocket
 from core.errors import ComfyError, ComfyUnavailable, ComfyValidationError, InvalidInput
 from tests.fakes.comfyui import FakeComfyUI
+from tests.webhook import free_port
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "comfyui" / "recorded.json"
 MODELS = {"ckpt_name": ["corrupt.safetensors", "random_sd15_fp16.safetensors"]}
@@ -591,15 +591,9 @@ async def test_fetch_of_a_cut_or_stalled_answer_is_unavailable(
 # --------------------------------------------------------------------- outages, socket
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_server_down_is_unavailable_quickly() -> None:
-    async with ComfyClient(f"http://127.0.0.1:{_closed_port()}", timeout_s=2) as client:
+    nobody_listens = f"http://127.0.0.1:{free_port()}"
+    async with ComfyClient(nobody_listens, timeout_s=2) as client:
         started = time.monotonic()
         with pytest.raises(ComfyUnavailable):
             await client.submit({}, prompt_id="x", client_id="y")
@@ -609,14 +603,9 @@ async def test_server_down_is_unavailable_quickly() -> None:
 
 
 async def test_silent_server_times_out_as_unavailable() -> None:
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(10)
-        writer.close()
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, url = await _raw_server(b"", then_wait_s=10)  # reads the request, never answers
     try:
-        async with ComfyClient(f"http://127.0.0.1:{port}", timeout_s=0.3) as client:
+        async with ComfyClient(url, timeout_s=0.3) as client:
             started = time.monotonic()
             with pytest.raises(ComfyUnavailable, match="timed out"):
                 await client.queue()
@@ -706,7 +695,7 @@ async def test_heartbeat_detects_a_half_dead_connection(fake_comfy: FakeComfyUI)
 
 
 async def test_socket_keeps_retrying_while_server_is_absent() -> None:
-    port = _closed_port()
+    port = free_port()  # nobody listens yet
     sock = make_socket(f"http://127.0.0.1:{port}", "c", connect_timeout_s=0.5)
     async with sock:
         assert not await sock.wait_connected(0.4)
