@@ -28,6 +28,7 @@ from bot import request as request_module
 from bot.request import CountingRequest, _describe
 from core.metrics import METRICS
 from tests.metric_values import telegram_api_calls
+from tests.webhook import free_port
 
 TOKEN = "123456789:AAHsecretTokenValue_0123456789abcdefgh"
 SECRET = TOKEN.split(":", 1)[1]
@@ -163,10 +164,7 @@ async def deaf_server() -> AsyncIterator[str]:
 
 @pytest.fixture
 def refused_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/bot"  # nothing listens there any more
+    return f"http://127.0.0.1:{free_port()}/bot"  # nothing listens there
 
 
 @pytest.fixture
