@@ -792,7 +792,7 @@ async def test_a_prepared_delivery_reads_nothing_after_comfyui(
     msg = world.fake.message(world.chat.id, progress_id)
     assert msg.caption is not None
     assert msg.caption.splitlines()[1:] == ["👤 Aiko, Mio", "🎲 seed 123456789"]
-    data = callback_data(msg.reply_markup)  # the buttons built ahead are the usual ones
+    data = callback_data(msg.reply_markup)  # the usual buttons
     assert data == callback_data(
         result_markup(job.id, job.requester_id, JobKind.IMAGE, "en").to_dict()
     )
