@@ -11,6 +11,10 @@ dialog may be handled by different bot processes, and a restart loses nothing.
   comes from the stored `CharacterDialog`. Before a step runs, the dialog is read again and its
   expiry pushed (and the update kept as its timeout notice); a step that loses the
   compare-and-set to a concurrent update (`DialogChanged`) runs again on the new state.
+- `of_message` reads the dialog of a message whose button was pressed (a picker, a chooser).
+  Such a dialog is stored just after its message is sent, so a press on a message shown
+  moments ago may arrive first (another bot process, a slow database): it is looked for during
+  STORE_GRACE_S before the button is called expired.
 - `Sweeper` (every bot process) deletes expired dialogs every SWEEP_INTERVAL_S and answers the
   notice of each (e.g. "the dialog timed out"); the delete gives each row to one process only.
 """
@@ -21,7 +25,8 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from telegram import Bot, Message, MessageEntity, Update
 from telegram.error import TelegramError
@@ -30,7 +35,7 @@ from telegram.ext import Application, BaseHandler, filters
 from bot import keyboards as kb
 from bot.context import Context, language_of, reply, service_of, stale_button
 from bot.texts import t
-from core.dialogs import CharacterDialog, Dialog, UserDialogs
+from core.dialogs import CharacterDialog, Dialog, DialogState, UserDialogs
 from core.logs import get_logger
 from core.service import StudioService
 
@@ -46,6 +51,12 @@ SWEEP_BATCH = 100
 STEP_ATTEMPTS = 3
 _CURRENT = "_animebot_dialog"
 _NONE = UserDialogs()
+# A button pressed within FRESH_MESSAGE_S of its message being shown may arrive before the
+# message's dialog is stored; it is looked for during STORE_GRACE_S before "expired".
+FRESH_MESSAGE_S = 10.0
+STORE_GRACE_S = 1.0
+
+S = TypeVar("S", bound=DialogState)
 
 
 class DialogChanged(Exception):
@@ -119,6 +130,18 @@ class UpdateTest(filters.UpdateFilter):
 
     def filter(self, update: Update) -> bool:
         return self.test(update)
+
+
+async def of_message(context: Context, kind: type[S], message: Message) -> Dialog[S] | None:
+    """The dialog tied to `message` (a picker, a chooser) whose button was pressed. For a
+    message sent or edited moments ago, a dialog not stored yet is waited for a little: the
+    handler that sent the message stores it right after, maybe in another bot process."""
+    shown = message.edit_date or message.date
+    age_s = (datetime.now(UTC) - shown).total_seconds()
+    wait_s = STORE_GRACE_S if age_s < FRESH_MESSAGE_S else 0.0
+    return await service_of(context).dialogs.get(
+        kind, message.chat_id, message.message_id, wait_s=wait_s
+    )
 
 
 def cache_of(app: App) -> DialogCache:

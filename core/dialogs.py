@@ -14,6 +14,8 @@ so of two concurrent callers only one gets the dialog.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +34,8 @@ from core.models import JobKind
 from core.music.service import SoundtrackChoice
 
 log = get_logger(__name__)
+
+LOOK_AGAIN_S = 0.05  # between two reads of a dialog awaited with `get(wait_s=...)`
 
 
 class DialogKind(StrEnum):
@@ -204,8 +208,18 @@ class Dialogs:
         )
         return Dialog(chat_id, key, user_id, state, row.version, row.expires_at)
 
-    async def get(self, kind: type[S], chat_id: int, key: int) -> Dialog[S] | None:
-        return _dialog(kind, await store.get(self.db, chat_id, kind.kind.value, key))
+    async def get(
+        self, kind: type[S], chat_id: int, key: int, *, wait_s: float = 0.0
+    ) -> Dialog[S] | None:
+        """The live dialog. With `wait_s`, a dialog not there yet is looked for again until
+        then: a button can be pressed in the moment between its message being sent and its
+        dialog being stored (by this process or another)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = _dialog(kind, await store.get(self.db, chat_id, kind.kind.value, key))
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(LOOK_AGAIN_S)
 
     async def of_user(self, chat_id: int, user_id: int) -> UserDialogs:
         """The user's live per-user dialogs in the chat, in one query."""

@@ -18,7 +18,9 @@
 
 The state is stored in PostgreSQL (`core.dialogs`: `MusicDraft` keyed by the chooser message,
 `AudioWait` keyed by chat and user), so any bot process continues it, also after a restart; a
-chooser expires after DRAFT_TTL_S (its buttons then say so), a wait after WAIT_TTL_S.
+chooser expires after DRAFT_TTL_S (its buttons then say so), a wait after WAIT_TTL_S. A chooser
+that replaces the picker is stored before the edit shows its buttons; a new chooser message is
+stored just after it is sent, and its buttons find it through `dialogs.of_message`.
 """
 
 from __future__ import annotations
@@ -171,24 +173,24 @@ async def ask_soundtrack(
     scene = isolate(trim_text(order.text, SCENE_PREVIEW))
     text = t(key, asker.lang, query=trim_text(query, QUERY_SHOWN), scene=scene)
     markup = chooser_markup(choices, asker.user_id, asker.lang)
-    message: Message | None = None
+    draft = MusicDraft(order=order, choices=choices)
+    dialog_store = service_of(context).dialogs
+    shown = False
     if reuse_message is not None:
+        # stored before its buttons can be pressed
+        chat_id, message_id = reuse_message.chat_id, reuse_message.message_id
+        await dialog_store.start(chat_id, message_id, order.user_id, draft, ttl_s=DRAFT_TTL_S)
         try:
-            edited = await reuse_message.edit_text(
-                text, parse_mode=ParseMode.HTML, reply_markup=markup
-            )
-            message = edited if isinstance(edited, Message) else reuse_message
+            await reuse_message.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+            shown = True
         except BadRequest as error:
             log.info("picker not reusable for the music chooser", error=error.message)
-    if message is None:
+            await dialog_store.discard(MusicDraft, chat_id, message_id)
+    if not shown:
         message = await reply(update, text, markup=markup, quote=True)
-    await service_of(context).dialogs.start(
-        message.chat_id,
-        message.message_id,
-        order.user_id,
-        MusicDraft(order=order, choices=choices),
-        ttl_s=DRAFT_TTL_S,
-    )
+        await dialog_store.start(
+            message.chat_id, message.message_id, order.user_id, draft, ttl_s=DRAFT_TTL_S
+        )
     await toast(update, "")
     log.info(
         "asked for the soundtrack",
@@ -212,7 +214,7 @@ async def _draft(
     if not isinstance(message, Message):
         await stale_button(update)
         return None
-    chooser = await service_of(context).dialogs.get(MusicDraft, message.chat_id, message.message_id)
+    chooser = await dialogs.of_message(context, MusicDraft, message)
     if chooser is None or chooser.user_id != callback.owner:
         asker = await who(update, context)
         log.info("music choice expired", message_id=message.message_id)

@@ -383,7 +383,7 @@ async def _picker(
     if not await check_owner(update, callback):
         return None
     message = query.message
-    picker = await service_of(context).dialogs.get(PickerDraft, message.chat_id, message.message_id)
+    picker = await dialogs.of_message(context, PickerDraft, message)
     if picker is None or picker.user_id != callback.owner:
         await _expired(update, context)
         return None

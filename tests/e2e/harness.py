@@ -10,11 +10,12 @@
 `run_bot` runs in a task with a stop event, exactly as `animebot run` runs it; `close()` sets the
 event and waits for a clean shutdown (and fails the test if the bot crashed).
 
-A test acts as a person would: `wait_reply` returns once the bots have also finished handling the
-updates they were handling (at most HANDLED_WAIT_S more), so the next action never races the
-bot's own bookkeeping after its message (a picker's or a question's dialog is stored just after
-the message is sent; no human answers within those milliseconds). The updates being handled are
-tracked by `track_handling` (an autouse fixture in conftest.py).
+A test acts as a person would: `wait_reply` and `wait_content` return once the bots have also
+finished handling the updates they were handling (at most HANDLED_WAIT_S more), so the next
+action never races the bot's own bookkeeping after its message (a picker's or a question's
+dialog is stored just after the message is sent; no human answers within those milliseconds;
+tests/e2e/test_bot_scenes.py tests the press that does, by not waiting). The updates being
+handled are tracked by `track_handling` (an autouse fixture in conftest.py).
 
 `Cluster` (the `cluster` fixture) runs several bots in webhook mode behind a test load balancer,
 sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of every update:
@@ -215,12 +216,15 @@ class BotHarness:
     async def wait_content(
         self, message: StoredMessage, contains: str, timeout: float = 5.0
     ) -> StoredMessage:
-        """Wait until `message` (e.g. after an edit) shows `contains`."""
-        return await self.fake.wait_for(
+        """Wait until `message` (e.g. after an edit) shows `contains` (and, as `wait_reply`,
+        until the bots finished handling their updates)."""
+        shown = await self.fake.wait_for(
             lambda: message if contains in (message.content or "") else None,
             timeout,
             what=f"message {message.message_id} to show {contains!r}",
         )
+        await handled()
+        return shown
 
     async def settle(self, seconds: float = 0.3) -> None:
         """Give the bot time to (not) react, for negative assertions."""

@@ -13,6 +13,7 @@ import imageio_ffmpeg
 import pytest
 from PIL import Image
 
+from bot import dialogs as bot_dialogs
 from bot.handlers.music import NO_MUSIC, PICK
 from bot.keyboards import decode
 from core.media.probe import probe
@@ -20,7 +21,14 @@ from core.models import Generation, JobKind
 from core.service import Actor
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, buttons
-from tests.e2e.test_bot_scenes import job_of, jobs_of, no_not_modified, person
+from tests.e2e.test_bot_scenes import (
+    job_of,
+    jobs_of,
+    no_not_modified,
+    person,
+    shown,
+    slow_dialog_starts,
+)
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.itunes import FakeITunes
@@ -183,6 +191,25 @@ async def test_local_file_after_the_character_picker(
     job = await finished_job(bot, chat, video)
     assert job.character_ids == [aiko.id]
     assert job.soundtrack is not None and job.soundtrack["source"] == "local"
+
+
+async def test_the_chooser_is_stored_before_it_is_shown(
+    studio: BotHarness, fake_itunes: FakeITunes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picker becomes the music chooser: its draft is stored before the edit shows the
+    new buttons, so a press right after the edit finds it even without waiting for it."""
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko", "Ren")
+    monkeypatch.setattr(bot_dialogs, "STORE_GRACE_S", 0.0)
+    sent = bot.send(chat, alice, '/video waves at night --length 2s --music "ocean"')
+    picker = await bot.wait_reply(sent, contains="Who is in this scene?")
+    bot.click(chat, alice, picker, "Nobody, just the scene")
+    slow_dialog_starts(bot, monkeypatch, 0.3)
+    # not `wait_content`, which waits for the bot's handler to finish (to store the draft)
+    await bot.fake.wait_for(lambda: shown(bot, sent, "Pick the soundtrack"))
+    query = bot.click(chat, alice, picker, "Ocean Waves")  # at once
+    assert await bot.wait_toast(query) == "Started."
+    await wait_video(bot, sent)
 
 
 async def test_own_audio_when_nothing_is_found(

@@ -4,6 +4,9 @@ the real bot against the fake Bot API, the fake ComfyUI and a real PostgreSQL.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from bot.keyboards import SCENE, decode
 from bot.render import CANCEL, PICK_TOGGLE, REROLL
@@ -153,6 +156,40 @@ async def test_picker_when_no_character_is_named(studio: BotHarness) -> None:
     # a picker button pressed after the picker is gone: a toast, nothing else
     stale = bot.press(chat, alice, picker, PICK_TOGGLE.data(aiko.id, owner=alice.id))
     assert await bot.wait_toast(stale) == "This request has expired; send the command again."
+
+
+def shown(bot: BotHarness, after: Sent, text: str) -> StoredMessage | None:
+    """The bot's message after `after` that shows `text`, if there is one yet."""
+    return next((m for m in bot.replies_after(after) if text in (m.content or "")), None)
+
+
+def slow_dialog_starts(bot: BotHarness, monkeypatch: pytest.MonkeyPatch, delay_s: float) -> None:
+    """Every dialog is stored `delay_s` late (a slow database, or another bot process)."""
+    dialogs = bot.service.dialogs
+    start = dialogs.start
+
+    async def slow_start(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(delay_s)
+        return await start(*args, **kwargs)
+
+    monkeypatch.setattr(dialogs, "start", slow_start)
+
+
+async def test_a_picker_pressed_before_its_dialog_is_stored(
+    studio: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picker's buttons can be pressed in the moment between the picker being sent and
+    its dialog being stored: the press waits for the dialog instead of calling it expired."""
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko", "Ren")
+    slow_dialog_starts(bot, monkeypatch, 0.3)
+
+    sent = bot.send(chat, alice, "/image two friends at a summer festival")
+    # not `wait_reply`, which waits for the bot's handler to finish (to store the dialog)
+    picker = await bot.fake.wait_for(lambda: shown(bot, sent, "Who is in this scene?"))
+    query = bot.click(chat, alice, picker, "Aiko")  # at once: the dialog is not stored yet
+    assert await bot.wait_toast(query) != "This request has expired; send the command again."
+    await bot.fake.wait_for(lambda: "✅ Aiko" in [lb for lb, _ in buttons(picker)], what="tick")
 
 
 async def test_picker_nobody_and_cancel(studio: BotHarness) -> None:

@@ -304,3 +304,22 @@ async def test_concurrent_takes_give_the_dialog_to_one(db: Database) -> None:
     await dialogs.start(CHAT, 800, USER, picker_draft(), ttl_s=HOUR)
     results = await asyncio.gather(*(dialogs.take(PickerDraft, CHAT, 800) for _ in range(8)))
     assert len([r for r in results if r is not None]) == 1
+
+
+async def test_get_can_wait_for_a_dialog_being_stored(db: Database) -> None:
+    """A button pressed before its message's dialog is stored: `get(wait_s=...)` finds it
+    once another connection (as another process) stores it; without a wait it is missing."""
+    dialogs = Dialogs(db.pool)
+    draft = PickerDraft(job_kind=JobKind.IMAGE, text="a scene", request_message_id=1, characters=[])
+
+    async def store_later() -> None:
+        await asyncio.sleep(0.2)
+        await dialogs.start(CHAT, 77, USER, draft, ttl_s=HOUR)
+
+    storing = asyncio.create_task(store_later())
+    assert await dialogs.get(PickerDraft, CHAT, 77) is None
+    found = await dialogs.get(PickerDraft, CHAT, 77, wait_s=5.0)
+    await storing
+    assert found is not None and found.state == draft and found.user_id == USER
+    # a dialog that never comes: None once the wait is over
+    assert await dialogs.get(PickerDraft, CHAT, 78, wait_s=0.1) is None
