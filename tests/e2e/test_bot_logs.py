@@ -6,6 +6,7 @@ import io
 import json
 
 from core.logs import configure_logging
+from tests.conftest import TEST_LOG_LEVEL
 from tests.e2e.harness import BotHarness
 
 
@@ -20,7 +21,7 @@ async def test_request_log_lines_carry_chat_user_and_job(bot_harness: BotHarness
         await bot.settle(0.3)
         lines = [json.loads(line) for line in log.getvalue().splitlines() if line.strip()]
     finally:
-        configure_logging("WARNING", "console")
+        configure_logging(TEST_LOG_LEVEL, "console")  # as tests/conftest.py set it
     queued = [line for line in lines if line.get("event") == "job queued"]
     assert queued, "no 'job queued' line"
     assert queued[0]["chat_id"] == chat.id and queued[0]["user_id"] == alice.id

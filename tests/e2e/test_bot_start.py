@@ -23,6 +23,7 @@ from bot.keyboards import (
 )
 from bot.texts import LANGUAGES, catalog, pick_language, placeholders, t, t_plain
 from core.logs import configure_logging
+from tests.conftest import TEST_LOG_LEVEL
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness
 from tests.fakes.telegram import FakeTelegram
@@ -96,7 +97,7 @@ async def test_unexpected_error_gives_a_reference(
         assert reference in logged and "RuntimeError: database exploded" in logged
         assert bot.fake.token not in logged
     finally:
-        configure_logging("WARNING", "console")
+        configure_logging(TEST_LOG_LEVEL, "console")  # as tests/conftest.py set it
 
 
 async def test_flood_is_rate_limited_politely(bot_harness: BotHarness) -> None:
