@@ -11,9 +11,12 @@ import pytest
 from bot.keyboards import SCENE, decode
 from bot.render import CANCEL, PICK_TOGGLE, REROLL
 from core.db import generations as gen_db
+from core.jobs import orchestrator
 from core.models import Character, ChatType, Generation, JobKind, Operation
 from core.service import Actor, CharacterDraft
+from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, Sent, button_data, buttons
+from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
 from tests.sql_statements import DbStatements
@@ -372,13 +375,17 @@ async def test_failing_edits_never_block_the_job(
 
 
 async def test_an_image_request_reads_the_characters_and_the_chat_once(
-    studio: BotHarness, fake_comfy: FakeComfyUI
+    make_bot: MakeBot, fake_comfy: FakeComfyUI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The handler path of `/image` costs few round trips: the user's characters are read once
     (named ones and the picker's from the same list), the chat's settings come from the gate's
     `seen`, and a job queued into an empty queue is claimed by this process without a
     dispatch round reading the queue."""
-    bot = studio
+    # no fallback round (every IDLE_WAKE_S without a NOTIFY) while the test counts: on a
+    # loaded machine the request can take longer than that
+    monkeypatch.setattr(orchestrator, "IDLE_WAKE_S", 3600.0)
+    install_models(fake_comfy)
+    bot = await make_bot()
     alice, chat, _ = await person(bot, "Alice")
     await bot.settle()
     with DbStatements() as statements:
