@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 IDLE_WAKE_S = 1.0
+OWN_QUEUED_KEPT = 1024  # a NOTIFY arrives within moments; this many jobs take far longer
 HEALTH_INTERVAL_S = 5.0
 RECONCILE_INTERVAL_S = 10.0
 DELIVERY_TIMEOUT_S = 180.0
@@ -79,7 +81,9 @@ class Orchestrator:
         # no round, only a newly queued job (or the idle timer) does.
         self._dispatch_due = True
         self._load: dict[str, int] = {}  # jobs in flight per backend, as last seen
-        self._starting: set[UUID] = set()  # being queued by this process (`start_new`)
+        # Jobs queued by this process (`expect`, `start_new`) whose "queued" NOTIFY has not
+        # arrived yet (the latest OWN_QUEUED_KEPT): that NOTIFY, however late, needs no round.
+        self._own_queued: OrderedDict[UUID, None] = OrderedDict()
         self.queue_changed = asyncio.Event()
         self._positions: dict[UUID, tuple[int, bool]] = {}
         self.runners: dict[UUID, asyncio.Task[None]] = {}
@@ -132,6 +136,7 @@ class Orchestrator:
         connection; called again by the Runtime when that connection is replaced."""
         await conn.add_listener("animebot_queue", self._on_queue_notify)
         await conn.add_listener("animebot_cancel", self._on_cancel_notify)
+        self._own_queued.clear()  # their notices may be lost: a requeue must not be ignored
         self._on_queue_notify()  # what was notified while nobody listened
         await self._recheck_cancels()
 
@@ -140,8 +145,13 @@ class Orchestrator:
         changed). A queued job wakes dispatch; a freed slot only while the queue may still
         hold jobs; a job to deliver wakes delivery."""
         state = gen_db.notice_state(args[3]) if len(args) > 3 else None
-        if state is JobState.QUEUED and gen_db.notice_job(args[3]) in self._starting:
-            return  # queued by this process, which starts it itself or wakes dispatch
+        if state is JobState.QUEUED:
+            job_id = gen_db.notice_job(args[3])
+            if job_id is not None and job_id in self._own_queued:
+                # queued by this process, which started it itself or woke dispatch; forgotten
+                # now, so that a later requeue of the job is heard
+                del self._own_queued[job_id]
+                return
         if state is None or state is JobState.QUEUED:
             self._dispatch_due = True
         if self._dispatch_due:
@@ -233,7 +243,9 @@ class Orchestrator:
 
     def expect(self, job_id: UUID) -> None:
         """`job_id` is being queued by this process (see `start_new`)."""
-        self._starting.add(job_id)
+        self._own_queued[job_id] = None
+        if len(self._own_queued) > OWN_QUEUED_KEPT:
+            self._own_queued.popitem(last=False)
 
     async def start_new(self, job: Generation | None, job_id: UUID, *, alone: bool) -> bool:
         """Claim a job this process has just queued into an empty queue (it is the head, so
@@ -245,8 +257,7 @@ class Orchestrator:
         try:
             started = job is not None and alone and await self._claim_new(job)
             return started
-        finally:  # (also when the claim failed: the job is waiting, its NOTIFY was ignored)
-            self._starting.discard(job_id)
+        finally:  # (also when the claim failed: the job is waiting, its NOTIFY is ignored)
             if not started:  # (not queued after all: a round finds nothing, at no harm)
                 self._dispatch_due = True
                 self.dispatch_wakeup.set()

@@ -4,14 +4,15 @@ dispatch round; otherwise the dispatch loop takes it as any queued job."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from core.db import generations as gen_db
 from core.errors import StoreError
-from core.models import JobKind
+from core.models import Generation, JobKind
 from core.states import JobState
 from tests.engine import (
     RecordingDeliverer,
@@ -88,3 +89,41 @@ async def test_a_failed_immediate_claim_leaves_the_job_to_the_dispatch_loop(
         assert failures and ticket.position == 1  # queued, and said so
         job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
         assert job.status is JobState.DONE, job.error  # the dispatch loop started it
+
+
+async def test_the_queued_notice_of_a_job_this_process_started_needs_no_round(
+    pg_dsn: str, fake_comfy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The NOTIFY "queued <job>" of a job this process queued and started itself wakes no
+    dispatch round, also when it arrives after the job was started (a loaded machine); a
+    later "queued" of the same job (a requeue) is heard."""
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy]) as runtime:
+        orchestrator = runtime.orchestrator
+        job_id = uuid.uuid4()
+
+        async def claimed(_job: Any) -> bool:
+            return True
+
+        monkeypatch.setattr(orchestrator, "_claim_new", claimed)
+        orchestrator.expect(job_id)
+        assert await orchestrator.start_new(cast(Generation, object()), job_id, alone=True)
+
+        def hear(notice: str) -> bool:
+            """Whether the notice wakes a dispatch round."""
+            orchestrator.dispatch_wakeup.clear()
+            orchestrator._dispatch_due = False
+            orchestrator._on_queue_notify(None, 0, "animebot_queue", notice)
+            return orchestrator.dispatch_wakeup.is_set() or orchestrator._dispatch_due
+
+        assert not hear(f"queued {job_id}")  # late: the job runs already
+        assert hear(f"queued {job_id}")  # requeued later
+        assert hear(f"queued {uuid.uuid4()}")  # queued by another process
+
+        # not started (no free backend as far as this process knows): dispatch is woken by
+        # `start_new` itself, and the notice is not needed either
+        other = uuid.uuid4()
+        orchestrator.expect(other)
+        orchestrator.dispatch_wakeup.clear()
+        assert not await orchestrator.start_new(cast(Generation, object()), other, alone=False)
+        assert orchestrator.dispatch_wakeup.is_set()
+        assert not hear(f"queued {other}")
