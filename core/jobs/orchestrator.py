@@ -241,6 +241,12 @@ class Orchestrator:
             if claimed == 0 or not more:
                 return started
 
+    @property
+    def dispatch_due(self) -> bool:
+        """Whether the next dispatch round must read the queue (False once a round saw the
+        queue empty or every job taken)."""
+        return self._dispatch_due
+
     def expect(self, job_id: UUID) -> None:
         """`job_id` is being queued by this process (see `start_new`)."""
         self._own_queued[job_id] = None
@@ -270,7 +276,9 @@ class Orchestrator:
         backend = _least_loaded(self.backends.usable(), job.workflow, self._load, limit)
         if backend is None:
             return False
-        if await self._claim(job.id, backend.url, limit) is None:
+        # Nobody moves up behind a job that was alone in the queue (a job queued meanwhile
+        # announces itself): no queue-position round.
+        if await self._claim(job.id, backend.url, limit, others_move_up=False) is None:
             return False
         self._load[backend.url] = self._load.get(backend.url, 0) + 1
         # Let the runner build and send its prompt before the caller goes on (the caller's next
@@ -327,14 +335,17 @@ class Orchestrator:
                 claimed += 1
         return claimed
 
-    async def _claim(self, job_id: UUID, url: str, limit: int) -> Generation | None:
+    async def _claim(
+        self, job_id: UUID, url: str, limit: int, *, others_move_up: bool = True
+    ) -> Generation | None:
         job = await gen_db.claim(
             self.ctx.db, job_id, backend=url, owner=self.ctx.owner, max_in_flight=limit
         )
         if job is not None:
             self.ctx.publish_state(job)
             self._start_runner(job, resume=False)
-            self.queue_changed.set()  # everyone behind it moved up
+            if others_move_up:
+                self.queue_changed.set()  # everyone behind it moved up
         return job
 
     # -- queue positions --------------------------------------------------------------------

@@ -184,14 +184,20 @@ async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
 ) -> None:
     fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod, "IDLE_WAKE_S", 60.0)  # no timer rounds here
-    reads: list[int] = []
-    real_load = gen_db.in_flight_by_backend
+    monkeypatch.setattr(orchestrator_mod, "QUEUE_EVENTS_INTERVAL_S", 60.0)
+    reads: list[str] = []
+    real_load, real_head = gen_db.in_flight_by_backend, gen_db.queue_head
 
     async def load(db: Any) -> dict[str, int]:
-        reads.append(1)
+        reads.append("load")
         return await real_load(db)
 
+    async def head(*args: Any, **kwargs: Any) -> Any:
+        reads.append("queue")
+        return await real_head(*args, **kwargs)
+
     monkeypatch.setattr(gen_db, "in_flight_by_backend", load)
+    monkeypatch.setattr(gen_db, "queue_head", head)
     async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
         fake_comfy.hold()
         first = await submit(runtime, 1, "first --steps 2")
@@ -203,7 +209,8 @@ async def test_a_freed_slot_reads_no_queue_once_it_is_empty(
         await asyncio.sleep(0.3)
         assert reads == []
         # A job queued into the empty queue: started at once by this process, which queued
-        # it (`start_new`), still without reading the queue or the load.
+        # it (`start_new`), still without reading the queue or the load, and without a
+        # queue-position round (nobody was behind it).
         second = await submit(runtime, 2, "second --steps 2")
         (done,) = await wait_all(runtime, [second])
         assert done.status is JobState.DONE and reads == []
