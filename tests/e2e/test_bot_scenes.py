@@ -380,7 +380,7 @@ async def test_an_image_request_reads_the_characters_and_the_chat_once(
     """The handler path of `/image` costs few round trips: the user's characters are read once
     (named ones and the picker's from the same list), the chat's settings come from the gate's
     `seen`, and a job queued into an empty queue is claimed by this process without a
-    dispatch round reading the queue."""
+    dispatch round or a queue-position round reading the queue."""
     # no timed round (dispatch's fallback every IDLE_WAKE_S, the queue positions' every
     # QUEUE_EVENTS_INTERVAL_S) while the test counts: on a loaded machine the request can
     # take a while
