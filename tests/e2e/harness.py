@@ -14,7 +14,7 @@ A test acts as a person would: `wait_reply` and `wait_content` return once the b
 finished handling the updates they were handling (at most HANDLED_WAIT_S more), so the next
 action never races the bot's own bookkeeping after its message (a picker's or a question's
 dialog is stored just after the message is sent; no human answers within those milliseconds;
-tests/e2e/test_bot_scenes.py tests the press that does, by not waiting). The updates being
+tests/e2e/test_bot_scenes.py tests the press that does: `until_handled=False`). The updates being
 handled are tracked by `track_handling` (an autouse fixture in conftest.py).
 
 `Cluster` (the `cluster` fixture) runs several bots in webhook mode behind a test load balancer,
@@ -186,8 +186,10 @@ class BotHarness:
         contains: str | None = None,
         where: Callable[[StoredMessage], bool] | None = None,
         timeout: float = 5.0,
+        until_handled: bool = True,
     ) -> StoredMessage:
-        """The first bot message in the chat of `after`, sent after it, matching the filters."""
+        """The first bot message in the chat of `after`, sent after it, matching the filters
+        (and then, unless `until_handled` is False, until the bots finished handling)."""
 
         def find() -> StoredMessage | None:
             for message in self.fake.bot_messages(after.chat.id):
@@ -203,7 +205,8 @@ class BotHarness:
         reply = await self.fake.wait_for(
             find, timeout, what=f"a reply containing {contains!r} in chat {after.chat.id}"
         )
-        await handled()
+        if until_handled:
+            await handled()
         return reply
 
     async def wait_toast(self, query_id: str, timeout: float = 5.0) -> str:

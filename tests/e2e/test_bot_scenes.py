@@ -161,11 +161,6 @@ async def test_picker_when_no_character_is_named(studio: BotHarness) -> None:
     assert await bot.wait_toast(stale) == "This request has expired; send the command again."
 
 
-def shown(bot: BotHarness, after: Sent, text: str) -> StoredMessage | None:
-    """The bot's message after `after` that shows `text`, if there is one yet."""
-    return next((m for m in bot.replies_after(after) if text in (m.content or "")), None)
-
-
 def slow_dialog_starts(bot: BotHarness, monkeypatch: pytest.MonkeyPatch, delay_s: float) -> None:
     """Every dialog is stored `delay_s` late (a slow database, or another bot process)."""
     dialogs = bot.service.dialogs
@@ -188,8 +183,8 @@ async def test_a_picker_pressed_before_its_dialog_is_stored(
     slow_dialog_starts(bot, monkeypatch, 0.3)
 
     sent = bot.send(chat, alice, "/image two friends at a summer festival")
-    # not `wait_reply`, which waits for the bot's handler to finish (to store the dialog)
-    picker = await bot.fake.wait_for(lambda: shown(bot, sent, "Who is in this scene?"))
+    # not waiting for the bot's handler to finish (to store the dialog)
+    picker = await bot.wait_reply(sent, contains="Who is in this scene?", until_handled=False)
     query = bot.click(chat, alice, picker, "Aiko")  # at once: the dialog is not stored yet
     assert await bot.wait_toast(query) != "This request has expired; send the command again."
     await bot.fake.wait_for(lambda: "✅ Aiko" in [lb for lb, _ in buttons(picker)], what="tick")
