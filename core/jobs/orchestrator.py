@@ -287,6 +287,15 @@ class Orchestrator:
             await asyncio.sleep(0)
         return True
 
+    def _left_backend(self, url: str) -> None:
+        """A runner of this process is over: its job no longer holds a slot of `url`. The
+        load as last seen counts one job fewer there, so that the next job queued into an
+        empty queue is started at once (`start_new`) rather than by a dispatch round. A count
+        too low only costs a claim that the database refuses (the slot check there is
+        cluster-wide); the next round reads the real load."""
+        if self._load.get(url, 0) > 0:
+            self._load[url] -= 1
+
     def _free_slots(self, load: dict[str, int], limit: int) -> int:
         return sum(max(0, limit - load.get(b.url, 0)) for b in self.backends.usable())
 
@@ -422,6 +431,7 @@ class Orchestrator:
 
         def finished(_task: asyncio.Task[None]) -> None:
             self.runners.pop(job.id, None)
+            self._left_backend(backend.url)
             self.dispatch_wakeup.set()
 
         task.add_done_callback(finished)

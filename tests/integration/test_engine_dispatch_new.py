@@ -19,6 +19,7 @@ from tests.engine import (
     actor,
     running_engine,
     wait_status,
+    wait_until,
 )
 
 DONE_OR_FAILED = {JobState.DONE, JobState.FAILED}
@@ -127,3 +128,27 @@ async def test_the_queued_notice_of_a_job_this_process_started_needs_no_round(
         assert not await orchestrator.start_new(cast(Generation, object()), other, alone=False)
         assert orchestrator.dispatch_wakeup.is_set()
         assert not hear(f"queued {other}")
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+async def test_jobs_queued_one_after_another_are_each_started_at_once(
+    pg_dsn: str, fake_comfy, tmp_path: Path, max_in_flight: int
+) -> None:
+    """The load this process last saw counts a finished job's slot as free again: the next
+    job queued into the empty queue is started by its request, not left to a dispatch round
+    (the load was only ever counted up, so every `max_in_flight`-th job waited for one)."""
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), comfyui_max_in_flight=max_in_flight
+    ) as runtime:
+        me = actor(1)
+        await runtime.service.seen(me)
+
+        async def runners_over() -> bool:
+            return not runtime.orchestrator.runners
+
+        for take in range(max_in_flight + 2):
+            ticket = await runtime.service.request_scene(me, JobKind.IMAGE, f"a fox, take {take}")
+            assert ticket.position is None, f"job {take + 1} was left waiting"
+            job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
+            assert job.status is JobState.DONE, job.error
+            await wait_until(runners_over, timeout=10)
