@@ -1,7 +1,8 @@
 """1. Time the bot adds to a job: everything that is neither ComfyUI's nor Telegram's time.
 
 The real bot (webhook mode) with a real PostgreSQL, against the fake ComfyUI (instant: no step or
-node delay) and the fake Bot API, both in another process. One job at a time, each a user's
+node delay) and the fake Bot API, both in another process. One job at a time, started at most
+every 80 ms (JOB_PERIOD_S: under Telegram's 30 messages a second), each a user's
 `/image ...` update, stamped on the fakes' side with one machine-wide monotonic clock:
 
     t_req   the fake Bot API starts POSTing the update to the bot's webhook
@@ -25,6 +26,7 @@ slight overstatement of what it saves.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,12 @@ from tests.sql_statements import DbStatements
 COMFY_WAITED_ROUTES = ("/history/", "/view", "/queue")
 USERS = 25
 PACED_STEP_S = 0.003  # phase 2: ComfyUI sends its 28 sampler steps 3 ms apart
+# Jobs start at most this often. A job makes about two Telegram calls (the progress message,
+# the result), and Telegram lets a bot send about 30 messages a second (the bot's
+# AIORateLimiter keeps it under that, with a margin). Back to back, fast jobs would exceed the
+# limit and the limiter would hold deliveries back: time waited for Telegram, not added by the
+# bot, yet inside "to Telegram".
+JOB_PERIOD_S = 0.08
 
 
 class _Phase:
@@ -57,8 +65,11 @@ class _Phase:
         self.served_next = 0
         self.count = 0
         self.pp_time: dict[str, float] = {}
+        self.last_start = 0.0
 
     async def job(self) -> dict[str, float]:
+        await asyncio.sleep(self.last_start + JOB_PERIOD_S - time.monotonic())
+        self.last_start = time.monotonic()
         fakes = self.fakes
         user = self.users[self.count % USERS]
         self.count += 1
