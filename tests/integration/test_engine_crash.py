@@ -11,10 +11,20 @@ import pytest
 
 import core.jobs.runner as runner_mod
 from core.models import Generation, JobKind
+from core.runtime import Runtime
+from core.service import JobTicket
 from core.states import JobState
 from tests.engine import RecordingDeliverer, actor, running_engine, wait_status, wait_until
 
 DONE_OR_FAILED = {JobState.DONE, JobState.FAILED}
+
+
+async def scene(runtime: Runtime, text: str) -> tuple[JobTicket, Generation]:
+    """User 1 asks for an image of `text`; its ticket and the job once it has ended."""
+    me = actor(1)
+    await runtime.service.seen(me)
+    ticket = await runtime.service.request_scene(me, JobKind.IMAGE, text)
+    return ticket, await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
 
 
 def crash_post_processing(monkeypatch: pytest.MonkeyPatch, times: int) -> list[Any]:
@@ -41,10 +51,7 @@ async def test_an_unexpected_error_resumes_the_job_without_running_it_twice(
     calls = crash_post_processing(monkeypatch, times=2)
     deliverer = RecordingDeliverer()
     async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
-        me = actor(1)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
-        job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
+        _ticket, job = await scene(runtime, "a girl on a beach")
         assert job.status is JobState.DONE, job.error
         assert calls == [job.id] * 3  # the crashed attempt's two, then the resumed one
         assert [post["prompt_id"] for post in fake_comfy.prompt_posts] == [str(job.id)]
@@ -58,12 +65,8 @@ async def test_a_job_that_keeps_crashing_fails_with_a_reason(
 ) -> None:
     real = runner_mod.process_output
     calls = crash_post_processing(monkeypatch, times=1000)
-    deliverer = RecordingDeliverer()
-    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer) as runtime:
-        me = actor(1)
-        await runtime.service.seen(me)
-        ticket = await runtime.service.request_scene(me, JobKind.IMAGE, "a girl on a beach")
-        job = await wait_status(runtime, ticket.job.id, DONE_OR_FAILED, timeout=30)
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer()) as runtime:
+        _ticket, job = await scene(runtime, "a girl on a beach")
         assert job.status is JobState.FAILED
         assert job.error == "Internal error (RuntimeError)."  # no traceback, no detail
         # the first attempt's two (see above), then one per resumption
@@ -78,7 +81,6 @@ async def test_a_job_that_keeps_crashing_fails_with_a_reason(
 
         # The slot is free again: the user's next job is started by its request and runs.
         monkeypatch.setattr(runner_mod, "process_output", real)
-        again = await runtime.service.request_scene(me, JobKind.IMAGE, "a cat on a roof")
+        again, done = await scene(runtime, "a cat on a roof")
         assert again.position is None
-        done = await wait_status(runtime, again.job.id, DONE_OR_FAILED, timeout=30)
         assert done.status is JobState.DONE, done.error
