@@ -159,6 +159,10 @@ class ComfyClient:
         """Close the HTTP session, only if this client created it."""
         if self._queue_reader is not None and not self._queue_reader.done():
             self._queue_reader.cancel()
+        # A reader cancelled before it ever ran cannot fail its callers: fail them here.
+        waiters, self._queue_waiters = self._queue_waiters, None
+        if waiters is not None and not waiters.done():
+            waiters.set_exception(ComfyUnavailable(f"GET {self.url('/queue')}: closed"))
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._owns_session else self._session
@@ -312,7 +316,7 @@ class ComfyClient:
         try:
             running = [(int(item[0]), str(item[1])) for item in data.get("queue_running", [])]
             pending = [(int(item[0]), str(item[1])) for item in data.get("queue_pending", [])]
-        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise ComfyError("GET /queue: unexpected shape") from exc
         pending.sort(key=lambda item: item[0])
         return QueueState(
@@ -456,6 +460,8 @@ class ComfyClient:
                 user_message="The result file is missing on the GPU server.",
             )
         declared = response.content_length
+        if response.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+            declared = None  # the size of the encoded body, not of the (decoded) file
         if declared is not None and declared > self.max_download_bytes:
             raise ComfyError(
                 f"GET /view {ref.filename}: {declared} bytes > {self.max_download_bytes}",
