@@ -50,7 +50,7 @@ from bot.texts import core_text, t, t_plain
 from core.dialogs import CharacterDialog
 from core.dialogs import CharacterStep as Step
 from core.director import STYLE_PRESETS
-from core.errors import AnimeBotError, InvalidInput
+from core.errors import AnimeBotError, InvalidInput, NotFound
 from core.logs import get_logger
 from core.media.images import build_reference
 from core.media.sheet import SheetTile, character_sheet
@@ -188,22 +188,20 @@ async def _receive_reference(update: Update, context: Context, asker: Who) -> by
         log.info("reference is not a photo", user_id=asker.user_id)
         await reply(update, t("chars.reference_not_photo", asker.lang), markup=ask_markup(update))
         return None
-    too_big = t(
-        "chars.reference_too_big",
-        asker.lang,
-        size=round((size or 0) / 1024 / 1024, 1),
-        max=MAX_PHOTO_BYTES // 1024 // 1024,
-    )
+    limit_mb = MAX_PHOTO_BYTES // 1024 // 1024
     if size is not None and size > MAX_PHOTO_BYTES:
         log.info("reference too big", size=size)
+        mb = round(size / 1024 / 1024, 1)
+        too_big = t("chars.reference_too_big", asker.lang, size=mb, max=limit_mb)
         await reply(update, too_big, markup=ask_markup(update))
         return None
     await message.reply_chat_action(ChatAction.TYPING)
     try:
         telegram_file = await context.bot.get_file(file_id)
         data = bytes(await telegram_file.download_as_bytearray())
-    except BadRequest as error:
+    except BadRequest as error:  # "file is too big" when the update gave no file_size
         log.info("reference download refused", error=error.message)
+        too_big = t("chars.reference_too_big", asker.lang, size=f">{limit_mb}", max=limit_mb)
         await reply(update, too_big, markup=ask_markup(update))
         return None
     try:
@@ -430,11 +428,11 @@ async def create(update: Update, context: Context) -> None:
 
 async def cancel(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    await dialogs.end(update, context)
     query = update.callback_query
+    if query is not None and await pressed(update, NEW_CANCEL) is None:
+        return  # another user's Cancel (or forged data): the presser's own dialog goes on
+    await dialogs.end(update, context)
     if query is not None:
-        if await pressed(update, NEW_CANCEL) is None:
-            return
         await toast(update)
         await edit(query, t("common.cancelled", asker.lang))
     else:
@@ -626,16 +624,14 @@ async def set_style(update: Update, context: Context) -> None:
 
 
 async def edit_field(update: Update, context: Context) -> None:
-    # A refused entry (not the owner, the character is gone) ends the user's dialog, as the
-    # ConversationHandler did.
+    # A refused entry (another user's button, the character is gone) is answered with a toast
+    # and leaves the presser's own dialog, if any, as it was.
     callback = await pressed(update, EDIT_FIELD)
     if callback is None:
-        await dialogs.end(update, context)
         return
     asker = await who(update, context)
     character = await _character(update, context, asker, callback.uuid(0))
     if character is None:
-        await dialogs.end(update, context)
         return
     field = callback.word(1)
     step = Step.EDIT_PHOTO if field == "reference" else Step.EDIT_TEXT
@@ -709,6 +705,8 @@ async def got_edit_text(update: Update, context: Context) -> None:
         )
     except AnimeBotError as error:
         await report_error(update, error, asker.lang)
+        if isinstance(error, NotFound):  # deleted meanwhile: no answer can be saved any more
+            await _done_editing(context)
         return
     await _done_editing(context)
     await reply(update, t("chars.edit_saved", asker.lang))
@@ -876,7 +874,10 @@ def conversation(cache: dialogs.DialogCache) -> dialogs.StoredConversation:
                 MessageHandler(text, got_edit_text),
                 MessageHandler(other, edit_needs_text),
             ],
-            Step.EDIT_PHOTO: [MessageHandler(~filters.COMMAND, got_edit_photo)],
+            Step.EDIT_PHOTO: [
+                MessageHandler(~filters.COMMAND, got_edit_photo),
+                CommandHandler("skip", cancel),  # its refusals end with "or /skip"
+            ],
         },
         fallbacks=[
             CommandHandler("cancel", cancel, has_args=False),

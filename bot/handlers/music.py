@@ -223,6 +223,14 @@ async def _draft(
     return callback, chooser, message
 
 
+async def _taken_meanwhile(update: Update, context: Context) -> None:
+    """Answer a press whose chooser another update took first (a double tap, a press racing
+    the user's audio, maybe on another bot process): as for an expired chooser."""
+    asker = await who(update, context)
+    log.info("music choice taken meanwhile", user_id=asker.user_id)
+    await toast(update, t_plain("music.expired", asker.lang))
+
+
 async def _queue(
     update: Update,
     context: Context,
@@ -258,6 +266,7 @@ async def pick_button(update: Update, context: Context) -> None:
         return
     draft = await _take(context, chooser.chat_id, chooser.key)
     if draft is None:  # pressed twice at once (maybe on two processes)
+        await _taken_meanwhile(update, context)
         return
     choice = draft.choices[index]
     log.info("soundtrack picked", source=choice.source, user_id=draft.order.user_id)
@@ -271,6 +280,7 @@ async def no_music_button(update: Update, context: Context) -> None:
     _callback, chooser, message = found
     draft = await _take(context, chooser.chat_id, chooser.key)
     if draft is None:
+        await _taken_meanwhile(update, context)
         return
     await _queue(update, context, draft, message, None)
 
@@ -280,7 +290,10 @@ async def stop_button(update: Update, context: Context) -> None:
     if found is None:
         return
     _callback, chooser, _ = found
-    await _take(context, chooser.chat_id, chooser.key)
+    if await _take(context, chooser.chat_id, chooser.key) is None:
+        # a pick queued the video meanwhile: "cancelled" would be untrue
+        await _taken_meanwhile(update, context)
+        return
     asker = await who(update, context)
     await toast(update, "")
     query = update.callback_query
