@@ -253,14 +253,22 @@ class StudioService:
             )
         return name
 
-    async def create_character(self, actor: Actor, draft: CharacterDraft) -> Character:
-        owner = actor.user_id
-        if await char_db.count_characters(self.db, owner) >= self.settings.max_characters_per_user:
+    async def check_room_for_character(self, owner_id: int) -> None:
+        """Raises LimitReached when `owner_id` has as many characters as allowed: checked before
+        the /newcharacter dialog asks anything, and again when the character is created."""
+        if (
+            await char_db.count_characters(self.db, owner_id)
+            >= self.settings.max_characters_per_user
+        ):
             raise LimitReached(
                 "too many characters",
                 user_message=f"You have {self.settings.max_characters_per_user} characters "
                 "already; delete one first.",
             )
+
+    async def create_character(self, actor: Actor, draft: CharacterDraft) -> Character:
+        owner = actor.user_id
+        await self.check_room_for_character(owner)
         name = clean_name(draft.name)
         appearance = clean_text(draft.appearance, limit=APPEARANCE_MAX, field="appearance")
         personality = clean_text(

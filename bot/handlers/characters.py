@@ -240,6 +240,12 @@ def _style_keyboard(
 
 async def new_character(update: Update, context: Context) -> None:
     asker = await who(update, context)
+    try:  # no room for one more: said now, not after every question was answered
+        await service_of(context).check_room_for_character(asker.user_id)
+    except AnimeBotError as error:
+        log.info("new character refused", reason=str(error), user_id=asker.user_id)
+        await report_error(update, error, asker.lang)
+        return
     await _begin(update, context, CharacterDialog(step=Step.NAME))
     await reply(update, t("chars.ask_name", asker.lang, max=NAME_MAX), markup=ask_markup(update))
 

@@ -235,7 +235,8 @@ async def test_a_refused_edit_button_leaves_the_pressers_dialog_alone(bot: BotHa
 
 async def test_create_refused_by_core_says_why(make_bot: MakeBot) -> None:
     """The name checked at the first step was taken meanwhile (in another chat); the character
-    limit (not checked before Create): Create answers why, its buttons go, nothing is stored."""
+    limit reached meanwhile (a character made while the dialog ran): Create answers why, its
+    buttons go, nothing is stored."""
     bot = await make_bot(max_characters_per_user=3)
     alice, chat, actor, _ = await seen_with(
         bot, "Alice", CharacterDraft(name="Ren", appearance="black coat")
@@ -255,13 +256,37 @@ async def test_create_refused_by_core_says_why(make_bot: MakeBot) -> None:
     (aiko,) = [c for c in (await bot.service.list_characters(alice.id))[0] if c.name == "Aiko"]
     assert aiko.appearance == "tall"  # the other one was not overwritten
 
-    await bot.service.create_character(actor, CharacterDraft(name="Kai", appearance="short"))
     confirm = await to_confirm(bot, chat, alice, "Mio")
+    await bot.service.create_character(actor, CharacterDraft(name="Kai", appearance="short"))
     query = bot.click(chat, alice, confirm, "Create")
     assert await bot.wait_toast(query) == "You have 3 characters already; delete one first."
     await bot.fake.wait_for(lambda: not buttons(confirm), what="the buttons removed")
     assert await names_of(bot, alice) == ["Aiko", "Kai", "Ren"]
     assert not [m for m in bot.fake.bot_messages(chat.id) if "is ready" in (m.content or "")]
+    assert_no_crash(bot)
+
+
+async def test_newcharacter_at_the_limit_is_refused_before_any_question(
+    make_bot: MakeBot,
+) -> None:
+    bot = await make_bot(max_characters_per_user=2)
+    alice, chat, _, _ = await seen_with(
+        bot,
+        "Alice",
+        CharacterDraft(name="Ren", appearance="black coat"),
+        CharacterDraft(name="Kai", appearance="short"),
+    )
+    refused = await step(
+        bot,
+        bot.send(chat, alice, "/newcharacter"),
+        "You have 2 characters already; delete one first.",
+    )
+    assert "What is their name?" not in (refused.content or "")
+    # no dialog was started: the next text is not taken as a name
+    after = bot.send(chat, alice, "Mio")
+    await bot.settle()
+    assert not any("How does Mio look" in (m.content or "") for m in bot.replies_after(after))
+    assert await names_of(bot, alice) == ["Kai", "Ren"]
     assert_no_crash(bot)
 
 
