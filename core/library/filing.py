@@ -244,16 +244,20 @@ async def file_output(
     (retry later with `library_path=result.library_path`).
 
     Raises `FilingPending` (a `LibraryUnavailable`) when the file is written but Jellyfin is
-    not reachable; `LibraryAuthError`/`LibraryRequestError` when Jellyfin refuses.
+    not reachable; `LibraryAuthError`/`LibraryRequestError` when Jellyfin refuses; a plain
+    `LibraryError` when the file cannot be written (nothing half-written is left behind).
     `library_id` (the library's ItemId from `ensure_library`) narrows the lookup and enables
     the newest-items fallback when the search by name finds nothing."""
     wait = wait or ScanWait()
     sidecar = build_nfo(meta) if meta.kind is JobKind.VIDEO else None
-    if library_path is not None:
-        path = await asyncio.to_thread(_resume, layout.root, library_path, source, sidecar)
-    else:
-        dest = layout.root / relative_path(meta, layout.mode, source.suffix)
-        path = await asyncio.to_thread(place_file, source, dest, sidecar=sidecar)
+    try:
+        if library_path is not None:
+            path = await asyncio.to_thread(_resume, layout.root, library_path, source, sidecar)
+        else:
+            dest = layout.root / relative_path(meta, layout.mode, source.suffix)
+            path = await asyncio.to_thread(place_file, source, dest, sidecar=sidecar)
+    except OSError as error:  # disk full, I/O error, a file where a folder should be...
+        raise LibraryError(f"cannot write {source.name} into the library: {error}") from error
     jellyfin_path = map_path(path, layout.path_map)
     log.info("result filed", library_path=str(path), jellyfin_path=jellyfin_path)
     if client is None:
