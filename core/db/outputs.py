@@ -210,11 +210,14 @@ async def record_library(
 
 
 async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> list[Output]:
-    """Outputs of delivered jobs still waiting to be filed or linked."""
+    """Outputs of delivered jobs still waiting to be filed or linked. A `filed` output without
+    a next attempt is complete (written into a library that no Jellyfin API links)."""
     rows = await db.fetch(
         "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
-        " WHERE o.library_status IN ('pending', 'filed') AND g.status = 'done'"
-        " AND (o.library_next_at IS NULL OR o.library_next_at <= $1)"
+        " WHERE g.status = 'done' AND ("
+        "   (o.library_status = 'pending'"
+        "    AND (o.library_next_at IS NULL OR o.library_next_at <= $1))"
+        "   OR (o.library_status = 'filed' AND o.library_next_at <= $1))"
         " ORDER BY o.created_at LIMIT $2",
         now,
         limit,

@@ -106,6 +106,8 @@ class LibraryFiler:
             if client is not None:
                 await client.close()
             clear_context(["job_id"])
+        if client is None:  # no Jellyfin API to link it: written into the folder is all
+            return await self._written_only(output, result)
         if result.link is None:
             return await self._retry_later(output, result, "not indexed yet")
         saved = await out_db.record_library(
@@ -158,6 +160,14 @@ class LibraryFiler:
             library_path=previous,
             wait=self.wait,
             library_id=self.library_id,
+        )
+
+    async def _written_only(self, output: Output, result: FiledResult) -> Output | None:
+        """The result is in JELLYFIN_LIBRARY_DIR and no JELLYFIN_URL/API key is set: a Jellyfin
+        watching the folder (or any other player) finds it there; nothing is retried."""
+        log.info("filed in library folder", output=str(output.id), path=str(result.library_path))
+        return await out_db.record_library(
+            self.db, output.id, status=LibraryStatus.FILED, library_path=str(result.library_path)
         )
 
     async def _retry_later(

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -677,13 +677,19 @@ async def test_an_item_never_indexed_stays_filed_with_its_path(
 
 
 async def test_without_jellyfin_the_result_is_only_written(desk: Desk) -> None:
+    """A library folder and no Jellyfin API (JELLYFIN_URL/API key unset): the file written is
+    the end of it, not a retry "not indexed yet" every few hours until it is marked failed."""
     job, output = await desk.done_job()
-    saved = await desk.filer(None).file_output(job, output)
+    filer = desk.filer(None)
+    saved = await filer.file_output(job, output)
     assert saved is not None
-    assert_retry_scheduled(saved, LibraryStatus.FILED)
+    assert saved.library_status is LibraryStatus.FILED
+    assert saved.library_attempts == 1 and saved.library_next_at is None
     (filed,) = media_files(desk.library_root)
     assert saved.library_path == str(filed)
     assert filed.parent == desk.library_root / "Anime Club"
+    assert await filer.file_due() == 0  # nothing left to do
+    assert await outs.due_for_library(desk.pool, datetime.now(UTC) + timedelta(days=30)) == []
 
 
 async def test_a_video_is_filed_from_its_h264_copy(desk: Desk, jf: RiggedJellyfin) -> None:

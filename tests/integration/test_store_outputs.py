@@ -247,6 +247,12 @@ async def test_record_library_and_due_for_library(db: Database) -> None:
     await gens.record_delivery(db.pool, delivering.id, result_message_id=2)
     await gens.transition(db.pool, delivering.id, JobState.DONE)
     assert [o.id for o in await outs.due_for_library(db.pool, later)] == [pending_job_output.id]
+
+    # Filed with no next attempt (no Jellyfin API to link it): complete, never due again.
+    await outs.record_library(
+        db.pool, pending_job_output.id, status=LibraryStatus.FILED, library_path="/lib/x.png"
+    )
+    assert await outs.due_for_library(db.pool, later + timedelta(days=365)) == []
     stored_off = await outs.get_output(db.pool, off.id)
     assert stored_off is not None and stored_off.library_status is LibraryStatus.OFF
 
