@@ -469,13 +469,18 @@ class TelegramDeliverer:
         """Send `output` as a new message in the job's chat and topic."""
         target = chat_id if chat_id is not None else job.chat_id
         thread = job.thread_id
-        reply = reply_to if reply_to is not None else job.request_message_id
+        reply = reply_to
+        if reply is None and target == job.chat_id:  # the request is in the job's chat only
+            reply = job.request_message_id
         try:
             return await self._send_media(target, thread, reply, output, text, markup)
         except BadRequest as error:
-            if thread is not None and _THREAD_GONE in error.message.lower():
-                log.info("forum topic gone; sending to the chat", job_id=str(job.id))
-                return await self._send_media(target, None, None, output, text, markup)
+            if thread is None or _THREAD_GONE not in error.message.lower():
+                raise Undeliverable(f"telegram refused: {error.message}") from error
+            log.info("forum topic gone; sending to the chat", job_id=str(job.id))
+        try:
+            return await self._send_media(target, None, None, output, text, markup)
+        except BadRequest as error:
             raise Undeliverable(f"telegram refused: {error.message}") from error
 
     async def _send_media(
@@ -551,10 +556,11 @@ class TelegramDeliverer:
     async def _send_extra(
         self, job: Generation, output: Output, reply_to: int, chat_id: int
     ) -> DeliveredFile | None:
-        """A further output of the job (no buttons), replying to the main result."""
+        """A further output of the job (no buttons), replying to the main result. A flood wait
+        or a network error is raised: the retry sends the outputs not recorded yet."""
         try:
             sent = await self._send_new(job, output, "", None, chat_id=chat_id, reply_to=reply_to)
-        except (TelegramError, Undeliverable) as error:
+        except (Undeliverable, BadRequest, Forbidden, ChatMigrated) as error:
             log.warning("extra output not delivered", output=str(output.id), error=str(error))
             return None
         return DeliveredFile(output.id, sent.message_id, file_id_of(sent))
