@@ -58,7 +58,15 @@ from telegram.error import (
 )
 
 from bot.live import LiveProgress, live_for
-from bot.render import CaptionInfo, caption, result_markup, soundtrack_credit
+from bot.render import (
+    CaptionInfo,
+    JobProgress,
+    Phase,
+    caption,
+    progress_text,
+    result_markup,
+    soundtrack_credit,
+)
 from bot.texts import pick_language, t
 from core.jobs.delivery import (
     DeliveredFile,
@@ -87,7 +95,19 @@ _NOT_MODIFIED = "message is not modified"
 
 
 class Undeliverable(Exception):
-    """Telegram will never accept this (a bad file, an unknown chat): not worth retrying."""
+    """Telegram will never accept this (a bad file, an unknown chat): not worth retrying.
+    `too_big`: over what Telegram takes from a bot."""
+
+    def __init__(self, message: str, *, too_big: bool = False) -> None:
+        super().__init__(message)
+        self.too_big = too_big
+
+
+def _refused(error: BadRequest) -> Undeliverable:
+    text = error.message.lower()
+    return Undeliverable(
+        f"telegram refused: {error.message}", too_big="too big" in text or "too large" in text
+    )
 
 
 # -- helpers shared with the result buttons ----------------------------------------------------
@@ -328,6 +348,7 @@ class TelegramDeliverer:
             return DeliveryReceipt(message_id=None, error=f"forbidden: {error.message}")
         except Undeliverable as error:
             log.warning("result not deliverable", error=str(error), **where)
+            await self._tell_undeliverable(job, lang, error)
             return DeliveryReceipt(message_id=None, error=str(error))
         log.info("result delivered", message_id=sent.message_id, kind=primary.kind.value, **where)
         main = self._main_file(primary, sent)
@@ -339,6 +360,38 @@ class TelegramDeliverer:
         if primary.kind is JobKind.IMAGE and send_original:
             await self._original_quietly(job, primary, lang, sent.message_id, chat_id)
         return DeliveryReceipt(message_id=sent.message_id, files=files)
+
+    async def _tell_undeliverable(self, job: Generation, lang: str, error: Undeliverable) -> None:
+        """Say in the chat why the result is not there: the progress message (its buttons gone)
+        becomes the explanation; without one, a reply to the request. Never raises."""
+        state = JobProgress(
+            kind=job.kind, operation=job.operation, phase=Phase.DONE, scene=job.prompt_typed
+        )
+        why = "scenes.undeliverable_too_big" if error.too_big else "scenes.undeliverable"
+        text = f"{progress_text(state, lang)}\n{t(why, lang)}"
+        progress = job.progress_message_id
+        try:
+            if progress is None:
+                await self.bot.send_message(
+                    job.chat_id,
+                    text,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=job.thread_id,
+                    reply_parameters=_reply(job.request_message_id),
+                )
+                return
+            async with self.live.take_over(job.chat_id, progress):
+                await self.bot.edit_message_text(
+                    text,
+                    chat_id=job.chat_id,
+                    message_id=progress,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=None,
+                )
+        except TelegramError as reason:
+            log.info(
+                "could not say why the result is missing", job_id=str(job.id), error=str(reason)
+            )
 
     async def _finish_interrupted(
         self,
@@ -476,12 +529,12 @@ class TelegramDeliverer:
             return await self._send_media(target, thread, reply, output, text, markup)
         except BadRequest as error:
             if thread is None or _THREAD_GONE not in error.message.lower():
-                raise Undeliverable(f"telegram refused: {error.message}") from error
+                raise _refused(error) from error
             log.info("forum topic gone; sending to the chat", job_id=str(job.id))
         try:
             return await self._send_media(target, None, None, output, text, markup)
         except BadRequest as error:
-            raise Undeliverable(f"telegram refused: {error.message}") from error
+            raise _refused(error) from error
 
     async def _send_media(
         self,
@@ -495,7 +548,7 @@ class TelegramDeliverer:
         path = output.delivery_path or output.file_path
         data = await self._media(output, path)
         if len(data) > UPLOAD_MAX_BYTES:
-            raise Undeliverable(f"{output.kind.value} over 50 MB")
+            raise Undeliverable(f"{output.kind.value} over 50 MB", too_big=True)
         name = Path(path).name
         # What every upload of the result shares, whichever method sends it.
         common: dict[str, Any] = {

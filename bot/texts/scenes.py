@@ -146,6 +146,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Исходный файл, {width}×{height}",
     },
     "scenes.original_caption_plain": {"en": "Original file", "ru": "Исходный файл"},
+    "scenes.undeliverable": {
+        "en": "⚠️ The result is ready, but Telegram would not take it, so it cannot be shown here.",
+        "ru": "⚠️ Результат готов, но Telegram его не принял, поэтому показать его здесь нельзя.",
+    },
+    "scenes.undeliverable_too_big": {
+        "en": "⚠️ The result is ready, but it is larger than the 50 MB Telegram lets a bot "
+        "send, so it cannot be shown here.",
+        "ru": "⚠️ Результат готов, но он больше 50 МБ, которые Telegram разрешает отправлять "
+        "боту, поэтому показать его здесь нельзя.",
+    },
     "scenes.original_gone": {
         "en": "The original file is no longer stored.",
         "ru": "Исходный файл больше не хранится.",

@@ -303,6 +303,24 @@ async def test_a_video_over_50_mb_ends_the_job_with_the_reason_without_uploading
     assert (done.result_message_id, done.delivery_error) == (None, "video over 50 MB")
     [line] = desk.logged("result not deliverable")
     assert line["error"] == "video over 50 MB" and line["job_id"] == str(job.id)
+    # and the progress message says so (it no longer says "sending", its buttons are gone)
+    assert_explained(desk, progress_id, TOO_BIG)
+
+
+TOO_BIG = (
+    "⚠️ The result is ready, but it is larger than the 50 MB Telegram lets a bot send, so it "
+    "cannot be shown here."
+)
+REFUSED = "⚠️ The result is ready, but Telegram would not take it, so it cannot be shown here."
+
+
+def assert_explained(desk: Desk, progress_id: int, why: str) -> None:
+    """The progress message became the explanation: done, the scene, why; no buttons."""
+    message = desk.fake.message(desk.chat.id, progress_id)
+    content = message.content or ""
+    assert content.startswith("✅") and "Aiko on a rooftop" in content, content
+    assert content.endswith(why), content
+    assert not (message.reply_markup or {}).get("inline_keyboard")
 
 
 # -- what only decorates the result ---------------------------------------------------------------
@@ -456,6 +474,43 @@ async def test_a_refused_video_ends_the_job_with_the_reason(desk: Desk) -> None:
         "telegram refused: File is too big",
     )
     assert desk.logged("result not deliverable")
+    assert_explained(desk, progress_id, TOO_BIG)
+
+
+async def test_a_result_refused_without_a_progress_message_is_explained_in_a_reply(
+    desk: Desk,
+) -> None:
+    request_id = desk.request()
+    desk.fake.fail_next(
+        "sendVideo", kind=400, description="Bad Request: VIDEO_CONTENT_TYPE_INVALID"
+    )
+    job, _ = await desk.delivering([desk.video()], request_id=request_id)
+
+    done = await desk.done(job)
+
+    assert done.delivery_error == "telegram refused: Video_content_type_invalid"  # as PTB puts it
+    [reply] = desk.sent()
+    assert reply.reply_to is not None and reply.reply_to.message_id == request_id
+    assert (reply.content or "").endswith(REFUSED)
+    assert "Aiko on a rooftop" in (reply.content or "")
+
+
+async def test_a_progress_message_that_cannot_be_edited_any_more_is_only_logged(
+    desk: Desk,
+) -> None:
+    progress_id = await desk.progress()
+    desk.fake.fail_next("sendVideo", kind=400, description=ERR_FILE_TOO_BIG)
+    desk.fake.fail_next(
+        "editMessageText", kind=400, description="Bad Request: message to edit not found"
+    )
+    job, _ = await desk.delivering([desk.video()], progress_id=progress_id)
+
+    done = await desk.done(job)
+
+    assert done.delivery_error == "telegram refused: File is too big"
+    assert [m.message_id for m in desk.sent()] == [progress_id]  # nothing else was sent
+    [line] = desk.logged("could not say why the result is missing")
+    assert line["job_id"] == str(job.id) and line["error"] == "Message to edit not found"
 
 
 async def test_a_video_refused_after_its_topic_was_deleted_ends_the_job(desk: Desk) -> None:
