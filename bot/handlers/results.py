@@ -149,8 +149,8 @@ async def _set_markup(update: Update, markup: InlineKeyboardMarkup) -> None:
     try:
         await query.edit_message_reply_markup(markup)
     except BadRequest as error:
-        if "not modified" not in error.message.lower():
-            raise
+        if "not modified" not in error.message.lower():  # gone, or too old to edit
+            log.info("buttons not changed", error=error.message)
 
 
 async def _job_of(context: Context, asker: Who, job_id: UUID) -> Generation:
@@ -211,7 +211,7 @@ async def reference_back(
     job = await _job_of(context, asker, cb.uuid(0))
     outputs = await service_of(context).outputs(job.id)
     image = primary_output(job, outputs)
-    await toast(update, "")
+    await toast(update)  # no text: "" would reach Telegram as "[]"
     await _set_markup(
         update,
         result_markup(
@@ -243,7 +243,7 @@ async def original(
         await toast(update, t_plain(key, asker.lang), alert=True)
         return
     live_for(runtime_of(context), context.bot).note_message(message.chat_id)
-    await toast(update, "")
+    await toast(update)
 
 
 # -- cancel ---------------------------------------------------------------------------------------

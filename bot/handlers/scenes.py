@@ -416,7 +416,7 @@ async def pick_toggle(update: Update, context: Context) -> None:
     if toggled is None:
         await _expired(update, context)
         return
-    await toast(update, "")
+    await toast(update)  # no text: "" would reach Telegram as "[]"
     await _redraw(update, context, toggled)
 
 
@@ -432,8 +432,9 @@ async def _redraw(update: Update, context: Context, shown: Dialog[PickerDraft]) 
         try:
             await query.edit_message_reply_markup(markup)
         except BadRequest as error:
-            if "not modified" not in error.message.lower():
-                raise
+            if "not modified" not in error.message.lower():  # gone, or too old to edit
+                log.info("picker not redrawn", error=error.message)
+                return
         latest = await service_of(context).dialogs.get(PickerDraft, shown.chat_id, shown.key)
         if latest is None or latest.version == shown.version:
             return
@@ -478,7 +479,7 @@ async def pick_stop(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None and isinstance(query.message, Message)
     await service_of(context).dialogs.take(PickerDraft, picker.chat_id, picker.key)
-    await toast(update, "")
+    await toast(update)
     await _close_picker(query.message, t("scenes.pick_cancelled", asker.lang))
 
 

@@ -1,0 +1,237 @@
+"""Edges of the buttons under a result (see test_bot_results.py for the main paths): "use as
+reference" without characters, double taps Telegram answers "not modified", a result whose
+message was deleted meanwhile, buttons carrying a job of another chat (a forwarded result), a
+video or a message that is no result, an original file that is gone or too big. The real bot
+against the fake Bot API, the fake ComfyUI and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+
+from bot import delivery
+from bot.render import ORIGINAL, REFERENCE, REFERENCE_BACK, REFERENCE_TO
+from core.db import generations as gen_db
+from core.db.tx import transaction
+from core.models import ChatType, JobKind
+from core.service import Actor
+from core.states import JobState
+from tests.e2e.conftest import MakeBot
+from tests.e2e.harness import BotHarness, button_data, handled
+from tests.e2e.test_bot_results import first_result
+from tests.e2e.test_bot_scenes import RESULT_LABELS, job_of, person
+from tests.e2e.test_bot_scenes_edges import (
+    Logs,
+    assert_no_crash,
+    capture_logs,
+    dead_url,
+    labels,
+)
+from tests.fakes.telegram import ERR_EDIT_NOT_FOUND, ERR_NOT_MODIFIED, StoredMessage
+
+NOT_A_RESULT = "I cannot find the job of this message any more."
+NO_IMAGE = "This result has no picture to use."
+GONE = "The original file is no longer stored."
+TOO_BIG = "The original is too big to send through Telegram."
+PICK = "Which character should use this picture as a reference?"
+
+
+@pytest.fixture
+def logs() -> Iterator[Logs]:
+    yield from capture_logs()
+
+
+def is_alert(bot: BotHarness, query: str) -> bool:
+    return bool(bot.fake.callback_answers[query]["show_alert"])
+
+
+def markup_edits(bot: BotHarness, message: StoredMessage) -> list[str | None]:
+    """The errors of the bot's editMessageReplyMarkup calls on `message` (None: it worked)."""
+    return [
+        call.error
+        for call in bot.fake.calls_of("editMessageReplyMarkup")
+        if call.params.get("message_id") == message.message_id
+    ]
+
+
+async def test_use_as_reference_without_characters_says_how_to_make_one(
+    studio: BotHarness, logs: Logs
+) -> None:
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice")  # no characters
+    _, result = await first_result(bot, chat, alice, "/image a lighthouse at dusk")
+
+    query = bot.click(chat, alice, result, "Use as reference")
+    assert await bot.wait_toast(query) == (
+        "You have no characters yet: create one with /newcharacter."
+    )
+    assert is_alert(bot, query)
+    await handled()  # every update handled: nothing more comes
+    assert labels(result) == RESULT_LABELS and markup_edits(bot, result) == []
+    assert_no_crash(bot, logs)
+
+
+async def test_double_taps_on_use_as_reference_and_back(studio: BotHarness, logs: Logs) -> None:
+    """Each button of a double tap is handled; Telegram refuses the second, identical edit
+    ("message is not modified") and that is fine: both presses answered, no error."""
+    bot = studio
+    alice, chat, (aiko,) = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+
+    reference = button_data(result, "Use as reference")
+    for _ in range(2):
+        assert await bot.wait_toast(bot.press(chat, alice, result, reference)) == PICK
+    await bot.fake.wait_for(lambda: len(markup_edits(bot, result)) == 2, what="two edits")
+    assert labels(result) == ["Aiko", "‹ Back"]
+
+    back = button_data(result, "Back")
+    for _ in range(2):
+        assert await bot.wait_toast(bot.press(chat, alice, result, back)) == ""
+    await bot.fake.wait_for(lambda: len(markup_edits(bot, result)) == 4, what="four edits")
+    assert labels(result) == RESULT_LABELS
+    edits = markup_edits(bot, result)
+    assert edits[0] is None and edits[2] is None  # the first of each pair changed the buttons
+    assert edits[1] == edits[3] == ERR_NOT_MODIFIED
+    assert await bot.service.references(aiko.id) == []
+    assert_no_crash(bot, logs)
+
+
+async def test_a_result_deleted_while_its_reference_list_opens(
+    studio: BotHarness, logs: Logs
+) -> None:
+    """The result message was deleted while "use as reference" was on its way: the press was
+    answered, the refusal is logged, no update fails; the same for a character's button."""
+    bot = studio
+    alice, chat, (aiko,) = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+    to_aiko = REFERENCE_TO.data(aiko.id, owner=alice.id)
+    bot.fake.fail_next(
+        "editMessageReplyMarkup", n=2, kind=400, description=ERR_EDIT_NOT_FOUND, chat_id=chat.id
+    )
+
+    query = bot.click(chat, alice, result, "Use as reference")
+    assert await bot.wait_toast(query) == PICK
+    query = bot.press(chat, alice, result, to_aiko)
+    assert await bot.wait_toast(query) == "Added as a reference of Aiko."
+    await bot.fake.wait_for(lambda: len(logs.of("buttons not changed")) == 2, what="the logs")
+    assert all("not found" in line["error"] for line in logs.of("buttons not changed"))
+    assert len(await bot.service.references(aiko.id)) == 1
+    assert_no_crash(bot, logs)
+
+
+async def test_buttons_carrying_a_job_of_another_chat(studio: BotHarness, logs: Logs) -> None:
+    """A result forwarded to a group keeps its buttons: pressed there they name a job of
+    another chat, which the buttons do not act on (nothing is sent to the group)."""
+    bot = studio
+    alice = bot.fake.user("Alice")
+    chat = bot.fake.private_chat(alice)
+    group = bot.fake.group("Friends", members=[alice])
+    await person(bot, "Alice", user=alice, chat=chat)
+    await bot.service.seen(Actor(alice.id, group.id, chat_type=ChatType.GROUP))
+    _, result = await first_result(bot, chat, alice, "/image a lighthouse at dusk")
+    job = await job_of(bot, chat, result)
+    in_group = await bot.wait_reply(
+        bot.send(group, alice, "/start@AnimeStudioTestBot"), contains="Anime Studio"
+    )
+    documents = len(bot.fake.calls_of("sendDocument"))
+
+    for action in (REFERENCE, REFERENCE_BACK, ORIGINAL):
+        query = bot.press(group, alice, in_group, action.data(job.id, owner=alice.id))
+        assert await bot.wait_toast(query) == NOT_A_RESULT, action.name
+    await handled()  # every update handled: nothing more comes
+    assert len(bot.fake.calls_of("sendDocument")) == documents
+    assert markup_edits(bot, in_group) == [] and labels(in_group) == []
+    assert len(logs.of("button refused")) == 3
+    assert_no_crash(bot, logs)
+
+
+async def _walk_to_done(bot: BotHarness, job_id: UUID, result_message_id: int) -> None:
+    """A job delivered as `result_message_id`, without any output file (one transaction: the
+    running engine never sees it half-way)."""
+    async with transaction(bot.service.db) as conn:
+        for state in (
+            JobState.SUBMITTED,
+            JobState.RUNNING,
+            JobState.POSTPROCESSING,
+            JobState.DELIVERING,
+            JobState.DONE,
+        ):
+            if state is JobState.DONE:
+                await gen_db.record_delivery(conn, job_id, result_message_id=result_message_id)
+            await gen_db.transition(conn, job_id, state)
+
+
+async def test_reference_and_original_without_a_picture(make_bot: MakeBot, logs: Logs) -> None:
+    """Stale or forged data: "use as reference" of a video, a character's button under a
+    message that is no result, and under a result without a picture; "original" of a job
+    without a file. Each gets a clear toast; no reference is added, nothing is sent."""
+    bot = await make_bot(comfyui_urls=dead_url())  # no GPU: the video stays queued
+    alice, chat, (aiko,) = await person(bot, "Alice", "Aiko")
+    actor = Actor(alice.id, chat.id)
+    video = (await bot.service.request_scene(actor, JobKind.VIDEO, "Aiko waves")).job
+    message = await bot.wait_reply(bot.send(chat, alice, "/start"), contains="Anime Studio")
+
+    async def toast(data: str) -> str:
+        return await bot.wait_toast(bot.press(chat, alice, message, data))
+
+    assert await toast(REFERENCE.data(video.id, owner=alice.id)) == NO_IMAGE
+    assert await toast(REFERENCE_TO.data(aiko.id, owner=alice.id)) == NOT_A_RESULT
+    assert await toast(ORIGINAL.data(video.id, owner=alice.id)) == GONE
+    await _walk_to_done(bot, video.id, message.message_id)  # the message is its "result" now
+    assert await toast(REFERENCE_TO.data(aiko.id, owner=alice.id)) == NO_IMAGE
+
+    assert await bot.service.references(aiko.id) == []
+    assert not bot.fake.calls_of("sendDocument") and markup_edits(bot, message) == []
+    assert logs.of("reference: message is no result")
+    assert_no_crash(bot, logs)
+
+
+async def test_original_whose_file_is_gone(studio: BotHarness, logs: Logs) -> None:
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+    job = await job_of(bot, chat, result)
+    [output] = await bot.service.outputs(job.id)
+    os.remove(output.file_path)
+
+    query = bot.click(chat, alice, result, "Original")
+    assert await bot.wait_toast(query) == GONE
+    assert is_alert(bot, query)
+    await handled()  # every update handled: nothing more comes
+    assert not bot.fake.calls_of("sendDocument")
+    assert [line["reason"] for line in logs.of("original not sent")] == ["original gone"]
+    assert labels(result) == RESULT_LABELS
+    assert_no_crash(bot, logs)
+
+
+async def test_original_too_big_for_telegram(
+    studio: BotHarness, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+    monkeypatch.setattr(delivery, "UPLOAD_MAX_BYTES", 1000)  # the picture is bigger
+
+    query = bot.click(chat, alice, result, "Original")
+    assert await bot.wait_toast(query) == TOO_BIG
+    assert is_alert(bot, query)
+    await handled()  # every update handled: nothing more comes
+    assert not bot.fake.calls_of("sendDocument")
+    assert [line["reason"] for line in logs.of("original not sent")] == ["original too big"]
+    assert_no_crash(bot, logs)
+
+
+async def test_original_is_answered_without_a_text(studio: BotHarness, logs: Logs) -> None:
+    """The press that sends the original is answered silently (no toast text at all)."""
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+
+    query = bot.click(chat, alice, result, "Original")
+    assert await bot.wait_toast(query) == ""
+    assert bot.fake.callback_answers[query]["text"] is None
+    await bot.fake.wait_for(lambda: bot.fake.calls_of("sendDocument"), what="the document")
+    assert_no_crash(bot, logs)
