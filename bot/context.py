@@ -187,12 +187,14 @@ async def edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | N
 
 
 async def toast(update: Update, text: str | None = None, *, alert: bool = False) -> None:
-    """Answer the callback query with a short notice (never raises for a stale query)."""
+    """Answer the callback query with a short notice (never raises for a stale query). An
+    empty `text` is sent as no text: with `Defaults` set, python-telegram-bot 22 sends an
+    empty string parameter as `[]`, which Telegram would show as the toast "[]"."""
     query = update.callback_query
     if query is None:
         return
     try:
-        await query.answer(text, show_alert=alert)
+        await query.answer(text or None, show_alert=alert)
     except BadRequest as error:
         log.info("callback answer failed", error=error.message)
 

@@ -552,7 +552,7 @@ class TelegramDeliverer:
         name = Path(path).name
         # What every upload of the result shares, whichever method sends it.
         common: dict[str, Any] = {
-            "caption": text,
+            "caption": text or None,  # PTB's defaults turn "" into "[]" (see context.toast)
             "parse_mode": ParseMode.HTML,
             "reply_markup": markup,
             "message_thread_id": thread,

@@ -25,6 +25,7 @@ sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of e
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -210,11 +211,16 @@ class BotHarness:
         return reply
 
     async def wait_toast(self, query_id: str, timeout: float = 5.0) -> str:
-        """The text of the answer to callback query `query_id` ('' when answered silently)."""
+        """The text of the answer to callback query `query_id` ('' when answered silently), as
+        the user sees it: a text sent as anything but a string (PTB turns "" into `[]` when
+        `Defaults` are set) shows as its JSON, e.g. "[]"."""
         answer = await self.fake.wait_for(
             lambda: self.fake.callback_answers.get(query_id), timeout, what="a callback answer"
         )
-        return str(answer.get("text") or "")
+        text = answer.get("text")
+        if text is None:
+            return ""
+        return text if isinstance(text, str) else json.dumps(text)
 
     async def wait_content(
         self, message: StoredMessage, contains: str, timeout: float = 5.0
