@@ -82,7 +82,13 @@ async def animation_frames(
 def first_frame_size(paths: Sequence[Path]) -> tuple[int, int]:
     """Size of the first image of a sequence, after its EXIF orientation (blocking)."""
     with _checked_open(paths[0]) as image:
-        return exif_transposed(image).size
+        try:
+            return exif_transposed(image).size  # a PNG's EXIF may follow its pixels: decodes
+        except (OSError, ValueError, EOFError) as exc:
+            raise MediaError(
+                f"{paths[0].name}: unreadable frame: {exc}",
+                user_message="A video frame is unreadable.",
+            ) from exc
 
 
 async def sequence_frames(

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import IO
 
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageChops, ImageCms, ImageOps
 
 from core.errors import MediaError
 
@@ -48,6 +48,13 @@ def _has_alpha(image: Image.Image) -> bool:
     )
 
 
+def _opaque_unless(image: Image.Image, value: int) -> Image.Image:
+    """Alpha of an "I" image: 0 where a pixel equals `value`, 255 elsewhere."""
+    above = image.point(lambda pixel: pixel + -value).convert("L")  # 0 unless pixel > value
+    below = image.point(lambda pixel: pixel * -1 + value).convert("L")  # 0 unless below
+    return ImageChops.add(above, below).point(lambda sum_: 255 if sum_ else 0)
+
+
 def to_rgb(image: Image.Image, background: Background = WHITE) -> tuple[Image.Image, bytes | None]:
     """RGB pixels plus the ICC profile that describes them.
 
@@ -59,7 +66,12 @@ def to_rgb(image: Image.Image, background: Background = WHITE) -> tuple[Image.Im
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         image = image.convert("I")
     if image.mode == "I":
-        image = image.point(lambda value: value * (1 / 256)).convert("L")
+        transparent = image.info.get("transparency")
+        grey = image.point(lambda value: value * (1 / 256)).convert("L")
+        if isinstance(transparent, int):  # a 16-bit value: find its pixels before scaling
+            image = Image.merge("LA", (grey, _opaque_unless(image, transparent)))
+        else:
+            image = grey
     if image.mode == "CMYK":
         if icc:
             try:

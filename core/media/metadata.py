@@ -33,6 +33,8 @@ _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 _SOFTWARE_TAG = 0x0131
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# What Pillow raises on an EXIF block it cannot parse or write back.
+_BAD_EXIF = (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -203,14 +205,38 @@ def _jpeg_segment(marker: int, body: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(body) + 2) + body
 
 
-def _exif_with_comment(old_exif: bytes | None, text: str) -> bytes:
+def _old_exif(segments: list[tuple[int, bytes]]) -> bytes | None:
+    return next(
+        (body for marker, body in segments if marker == 0xE1 and body.startswith(b"Exif\x00\x00")),
+        None,
+    )
+
+
+def _exif_with_comment(old_exif: bytes | None, text: str) -> bytes | None:
+    """The image's EXIF with `text` as UserComment; `None` when Pillow can neither read nor
+    rewrite the image's own EXIF block (it is then kept as it is)."""
     exif = Image.Exif()
-    if old_exif:
-        exif.load(old_exif)
-    encoding = "utf-16-le" if exif.endian == "<" else "utf-16-be"
-    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\x00" + text.encode(encoding)
-    exif[_SOFTWARE_TAG] = SOFTWARE
-    return b"Exif\x00\x00" + exif.tobytes()
+    try:
+        if old_exif:
+            exif.load(old_exif)
+        encoding = "utf-16-le" if exif.endian == "<" else "utf-16-be"
+        exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\x00" + text.encode(encoding)
+        exif[_SOFTWARE_TAG] = SOFTWARE
+        return b"Exif\x00\x00" + exif.tobytes()
+    except _BAD_EXIF:
+        if not old_exif:
+            raise
+        return None
+
+
+def _jpeg_text_budget(segments: list[tuple[int, bytes]]) -> int:
+    """UTF-8 bytes of text that fit our COM segment and, as UTF-16 (at most twice as many
+    bytes), the EXIF segment next to what the image's EXIF already holds."""
+    budget = _JPEG_SEGMENT_MAX - len(COMMENT_PREFIX)
+    exif = _exif_with_comment(_old_exif(segments), "")
+    if exif is not None:
+        budget = min(budget, (_JPEG_SEGMENT_MAX - len(exif)) // 2)
+    return budget
 
 
 def _exif_comment(exif_payload: bytes) -> str | None:
@@ -226,21 +252,17 @@ def _exif_comment(exif_payload: bytes) -> str | None:
 def jpeg_set_comment(data: bytes, text: str) -> bytes:
     """JPEG bytes with `text` in a COM segment and the EXIF UserComment; scan data untouched."""
     segments, scan = _jpeg_segments(data)
-    old_exif = next(
-        (body for marker, body in segments if marker == 0xE1 and body.startswith(b"Exif\x00\x00")),
-        None,
-    )
+    exif = _exif_with_comment(_old_exif(segments), text)  # None: the old EXIF stays as is
     kept = [
         (marker, body)
         for marker, body in segments
         if not (marker == 0xFE and body.startswith(COMMENT_PREFIX))
-        and not (marker == 0xE1 and body.startswith(b"Exif\x00\x00"))
+        and not (exif is not None and marker == 0xE1 and body.startswith(b"Exif\x00\x00"))
     ]
-    exif = _exif_with_comment(old_exif, text)
     comment = COMMENT_PREFIX + text.encode("utf-8")
     # APP0 (JFIF) must stay first; EXIF goes right after it, our comment after the APPn block.
-    insert_exif = 1 if kept and kept[0][0] == 0xE0 else 0
-    kept.insert(insert_exif, (0xE1, exif))
+    if exif is not None:
+        kept.insert(1 if kept and kept[0][0] == 0xE0 else 0, (0xE1, exif))
     last_app = max((i for i, (marker, _) in enumerate(kept) if 0xE0 <= marker <= 0xEF), default=-1)
     kept.insert(last_app + 1, (0xFE, comment))
     return b"\xff\xd8" + b"".join(_jpeg_segment(m, b) for m, b in kept) + scan
@@ -269,8 +291,7 @@ def embed_metadata_bytes(data: bytes, meta: GenerationMeta) -> bytes:
                 data, {META_KEY: meta.to_json(), "Description": meta.prompt, "Software": SOFTWARE}
             )
         if data.startswith(b"\xff\xd8"):
-            # UTF-16 in EXIF doubles the size: keep the JSON well under one segment.
-            fitted = meta.truncated(_JPEG_SEGMENT_MAX // 2 - 64)
+            fitted = meta.truncated(_jpeg_text_budget(_jpeg_segments(data)[0]))
             return jpeg_set_comment(data, fitted.to_json())
     except ValueError as exc:
         raise MediaError(
@@ -292,7 +313,7 @@ def extract_metadata_bytes(data: bytes) -> GenerationMeta | None:
         else:
             return None
         return GenerationMeta.from_json(text) if text else None
-    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, OSError, SyntaxError, IndexError, struct.error):
         return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,8 @@ MediaKind = Literal["image", "video", "audio"]
 _UNREADABLE = "The file is not an image, video or audio file I can read."
 MAX_PLAUSIBLE_FPS = 240.0
 _MAX_TIMED_FRAMES = 5000  # per-frame durations of animated images are read up to this count
+# ffmpeg reads a file that stops early to its end and exits 0; it only says so in its log.
+_CUT_SHORT = ("partial file", "File ended prematurely")
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def _probe_image(path: Path, size_bytes: int) -> MediaInfo | None:
         return None
     except Image.DecompressionBombError as exc:
         raise MediaError(f"{path.name}: {exc}", user_message="The image is far too large.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        # The last three: what Pillow raises counting the frames of a damaged GIF or TIFF.
         raise MediaError(f"{path.name}: unreadable image: {exc}", user_message=_UNREADABLE) from exc
     codec = "apng" if fmt == "png" else fmt
     total_s = sum(durations) / 1000
@@ -162,9 +166,11 @@ async def probe(
             ffmpeg=ffmpeg,
             check=False,
         )
-        if counted.returncode != 0:
+        cut_short = [marker for marker in _CUT_SHORT if marker in counted.stderr]
+        if counted.returncode != 0 or cut_short:
             raise MediaError(
-                f"{path.name}: demuxing failed", user_message="The video file is damaged."
+                f"{path.name}: demuxing failed {cut_short or counted.returncode}",
+                user_message="The video file is damaged.",
             )
         frames = parse_frame_count(counted.stderr)
         if duration_s is None:
