@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
@@ -147,6 +148,17 @@ class Settings(BaseSettings):
                 raise ValueError(str(error)) from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # asyncpg takes only postgresql:// or postgres:// URLs; anything else crashed the start
+        # with its traceback. The message must not echo the value: it holds the password.
+        if value is not None and _scheme_of(value.get_secret_value()) not in POSTGRES_SCHEMES:
+            raise ValueError(
+                "is not a PostgreSQL URL (postgresql://user:password@host:port/database)"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -216,13 +228,19 @@ class Settings(BaseSettings):
         return self.telegram_bot_token.get_secret_value()
 
 
-def _password_of(url: str) -> str | None:
-    from urllib.parse import urlsplit
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
+
+def _scheme_of(url: str) -> str | None:
+    """The URL's scheme, None when it cannot be parsed at all."""
     try:
-        return urlsplit(url).password
+        return urlsplit(url).scheme
     except ValueError:
         return None
+
+
+def _password_of(url: str) -> str | None:
+    return urlsplit(url).password  # it parses: `_database_url` refused any URL that does not
 
 
 def _describe(error: ValidationError) -> str:

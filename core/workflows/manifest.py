@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,16 +249,35 @@ def check_value(spec: ParamSpec, value: object) -> ParamValue:
 # --------------------------------------------------------------------------- loading
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: a repeated key (a pasted node, a parameter declared twice) would
+    silently replace the first one; refuse it."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"{path}: cannot be read: {exc}") from exc
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise WorkflowError(
             f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    except _DuplicateKey as exc:
+        raise WorkflowError(
+            f"{path}: key {exc.args[0]!r} appears twice in the same object"
         ) from exc
 
 
@@ -286,7 +305,52 @@ def _check_prompt(path: Path, prompt: Any) -> dict[str, Any]:
                     f"{path}: node {node_id!r} ({class_type}) input {input_name!r} links to "
                     f"missing node {value[0]!r}"
                 )
+    _check_no_loop(path, prompt)
     return prompt
+
+
+def _check_no_loop(path: Path, prompt: Mapping[str, Any]) -> None:
+    """ComfyUI cannot run a graph whose links loop (and bypassing a node on the loop would
+    follow it forever): refuse it. Depth-first along the links, from consumer to source."""
+
+    def sources(node_id: str) -> Iterator[str]:
+        return (v[0] for v in prompt[node_id]["inputs"].values() if is_link(v))
+
+    done: set[str] = set()
+    for start in prompt:
+        if start in done:
+            continue
+        trail: list[str] = [start]
+        pending = [sources(start)]
+        while pending:
+            source = next(pending[-1], None)
+            if source is None:
+                done.add(trail.pop())
+                pending.pop()
+            elif source in trail:
+                loop = " -> ".join([*trail[trail.index(source) :], source])
+                raise WorkflowError(f"{path}: node links form a loop ({loop})")
+            elif source not in done:
+                trail.append(source)
+                pending.append(sources(source))
+
+
+_TYPE_WORDS: Mapping[str, str] = {
+    "int": "a number",
+    "float": "a number",
+    "str": "text",
+    "bool": "true/false",
+}
+
+
+def _same_json_type(type_: ValueType, literal: object) -> bool:
+    """Whether the template's own value of an input has the JSON type the parameter writes
+    (any number for int/float: ComfyUI exports 7.0 as 7); an empty (null) value is unknown."""
+    if literal is None:
+        return True
+    if type_ == "str":
+        return isinstance(literal, str)
+    return isinstance(literal, int | float) and isinstance(literal, bool) == (type_ == "bool")
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -338,6 +402,12 @@ def _param_from_model(
             raise fail(
                 f"node {target.node!r} input {target.input!r} is a link, not a value; "
                 "a parameter cannot replace a link"
+            )
+        literal = inputs[target.input]
+        if not _same_json_type(model.type, literal):
+            raise fail(
+                f"node {target.node!r} ({node['class_type']}) input {target.input!r} holds "
+                f"{literal!r:.60}, not {_TYPE_WORDS[model.type]}"
             )
         if (target.node, target.input) in seen:
             raise fail(f"target {target.node}.{target.input} is listed twice")
