@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.comfy.protocol import OutputRef
+from core.errors import InvalidInput, MediaError, MusicError
 from core.media.images import atomic_write, build_telegram_photo, stored_size
 from core.media.metadata import GenerationMeta, embed_metadata_bytes
 from core.media.video import prepare_video
@@ -156,10 +157,15 @@ def _keep_original(
 async def _with_soundtrack(
     spec: OutputSpec, choice: SoundtrackChoice, settings: Settings
 ) -> OutputSpec:
-    """Mix the chosen soundtrack into the Telegram video (trimmed/padded, faded out, AAC)."""
+    """Mix the chosen soundtrack into the Telegram video (trimmed/padded, faded out, AAC).
+    A soundtrack that cannot be had any more (its file deleted, MUSIC_DIR or iTunes turned off
+    since it was picked, the preview not downloadable) fails the job with that reason, like a
+    result that cannot be processed: not as an internal error after two retries."""
     music = MusicService(settings)
     try:
         audio = await music.fetch(choice)
+    except (MusicError, InvalidInput) as error:
+        raise MediaError(f"soundtrack: {error}", user_message=error.user_message) from error
     finally:
         await music.close()
     mixed = spec.delivery_path.with_name(spec.delivery_path.stem + "_music.mp4")

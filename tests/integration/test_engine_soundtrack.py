@@ -101,3 +101,28 @@ async def test_soundtrack_rules(pg_dsn, fake_comfy, tmp_path) -> None:
         with pytest.raises(InvalidInput, match="image"):
             await service.request_scene(me, JobKind.IMAGE, "a cat", soundtrack=upload)
         assert not service.music_available
+
+
+async def test_a_soundtrack_gone_before_the_mix_fails_the_job_with_its_reason(
+    pg_dsn, fake_comfy, tmp_path
+) -> None:
+    """The picked file is deleted while the video is being made: the job fails with the music
+    service's reason (not "Internal error (MusicError)." after two crash retries)."""
+    music_dir = tmp_path / "music"
+    music_dir.mkdir()
+    song = _tone(music_dir / "Ocean Waves.mp3", 3.0)
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), music_dir=music_dir
+    ) as runtime:
+        service = runtime.service
+        me = actor(3)
+        await service.seen(me)
+        (choice,) = await service.search_soundtracks("ocean")
+        song.unlink()
+        ticket = await service.request_scene(
+            me, JobKind.VIDEO, "waves --length 2s --steps 2", soundtrack=choice
+        )
+        job = await wait_status(runtime, ticket.job.id, {JobState.DONE, JobState.FAILED}, 60)
+        assert job.status is JobState.FAILED
+        assert job.error == "That music file cannot be used."
+        assert [post["prompt_id"] for post in fake_comfy.prompt_posts] == [str(job.id)]
