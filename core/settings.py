@@ -159,6 +159,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("jellyfin_api_key")
+    @classmethod
+    def _jellyfin_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # It goes into a quoted header: refused here rather than at every library tick.
+        if (
+            value is not None
+            and value.get_secret_value()
+            and not sendable_api_key(value.get_secret_value())
+        ):
+            raise ValueError("contains characters that cannot be sent (quotes, \\, line breaks)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -229,6 +241,11 @@ class Settings(BaseSettings):
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def sendable_api_key(key: str) -> bool:
+    """Whether `key` fits the quoted `MediaBrowser Token="..."` header Jellyfin reads."""
+    return bool(key) and not any(ch in key for ch in '"\\\r\n') and key.isprintable()
 
 
 def _scheme_of(url: str) -> str | None:

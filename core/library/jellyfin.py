@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import ConfigError, LibraryError
 from core.library.layout import item_link
 from core.logs import get_logger, register_secret
+from core.settings import sendable_api_key
 
 log = get_logger(__name__)
 
@@ -142,7 +143,7 @@ def _same_path(a: str, b: str) -> bool:
 
 def auth_header(api_key: str) -> str:
     """The exact Authorization value Jellyfin 10.x-12.x accept for an API key."""
-    if not api_key or any(ch in api_key for ch in '"\\\r\n') or not api_key.isprintable():
+    if not sendable_api_key(api_key):
         raise ConfigError("JELLYFIN_API_KEY contains characters that cannot be sent")
     return f'MediaBrowser Token="{api_key}"'
 

@@ -124,6 +124,30 @@ def test_database_urls_asyncpg_takes_are_accepted(
     assert PASSWORD not in logs.redact(f"connecting to {url}")
 
 
+@pytest.mark.parametrize(
+    "key",
+    ['abc"def', "abc\\def", "abc\ndef", "abc\tdef"],
+    ids=["quote", "backslash", "newline", "tab"],
+)
+def test_a_jellyfin_key_that_cannot_be_sent_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """It goes into a quoted `MediaBrowser Token="..."` header: accepted, it failed every
+    library tick later with a ConfigError."""
+    message = _config_error(monkeypatch, JELLYFIN_API_KEY=key)
+    assert message == (
+        "invalid setting JELLYFIN_API_KEY: contains characters that cannot be sent "
+        "(quotes, \\, line breaks)"
+    )
+    assert key not in message
+
+
+def test_a_plain_jellyfin_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JELLYFIN_API_KEY", "0123456789abcdef0123456789abcdef")
+    settings = load_settings()
+    assert settings.jellyfin_api_key is not None
+
+
 # --------------------------------------------------------------------------- music settings
 
 
