@@ -30,6 +30,8 @@ _QUEUE_SIZE = 1000
 _NOTIFY_MANY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
 # Broadcast as the newest per job only, after at most this delay (states go at once).
 _LATEST_ONLY = ("progress", "queue")
+# What a subscriber that falls behind may lose (the oldest first); never a state change.
+_DROPPABLE = ("progress", "preview", "queue")
 LATEST_ONLY_DELAY_S = 0.1
 
 
@@ -89,22 +91,29 @@ def _origin_suffix(origin: int) -> str:
 class _Subscription:
     def __init__(self, job_id: UUID | None) -> None:
         self.job_id = job_id
-        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue(_QUEUE_SIZE)
+        # Unbounded: `offer` keeps it at _QUEUE_SIZE by dropping progress, never a state change.
+        self.queue: asyncio.Queue[JobEvent] = asyncio.Queue()
 
     def offer(self, event: JobEvent) -> None:
         if self.job_id is not None and event.job_id != self.job_id:
             return
-        while True:
-            try:
-                self.queue.put_nowait(event)
-                return
-            except asyncio.QueueFull:
-                dropped = self.queue.get_nowait()
-                if dropped.type not in ("progress", "preview", "queue"):
-                    # keep the important one: put it back at the end, drop the new progress
-                    self.queue.put_nowait(dropped)
-                    if event.type in ("progress", "preview", "queue"):
-                        return
+        if (
+            self.queue.qsize() >= _QUEUE_SIZE
+            and not self._drop_oldest_droppable()
+            and event.type in _DROPPABLE
+        ):
+            return  # behind on state changes only: the new progress is the one dropped
+        self.queue.put_nowait(event)
+
+    def _drop_oldest_droppable(self) -> bool:
+        """Remove the oldest progress/preview/queue event, the others staying in order."""
+        pending = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        index = next((i for i, e in enumerate(pending) if e.type in _DROPPABLE), None)
+        if index is not None:
+            del pending[index]
+        for kept in pending:
+            self.queue.put_nowait(kept)
+        return index is not None
 
 
 class EventBus:
@@ -180,7 +189,7 @@ class EventBus:
             return  # our own (origin is the last key of the wire form): not even parsed
         try:
             event = JobEvent.from_json(text)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
             log.warning("bad event payload", error=str(error))
             return
         if event.origin == self.origin:

@@ -86,7 +86,8 @@ async def check_telegram(
             body = await response.json(content_type=None)
         except ValueError:  # an HTML error page or another service: not the Bot API
             body = None
-    if not isinstance(body, dict):
+    # A success without the bot object is not the Bot API either (and would crash below).
+    if not isinstance(body, dict) or (body.get("ok") and not isinstance(body.get("result"), dict)):
         return failed(
             "telegram", f"HTTP {response.status} from {base_url}: not a Telegram Bot API answer"
         )
