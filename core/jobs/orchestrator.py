@@ -474,19 +474,25 @@ class Orchestrator:
 
     async def _requeue_orphan(self, job: Generation) -> None:
         try:
-            await gen_db.transition(
+            # (a cancel requested while no process ran must win: a queued job with a cancel
+            # request is never dispatched, it would wait in `queued` for ever)
+            moved = await gen_db.transition(
                 self.ctx.db,
                 job.id,
                 JobState.QUEUED,
                 detail={"requeued": "backend no longer configured"},
+                unless_cancelled=True,
             )
+        except gen_db.CancelRequested:
+            moved = await gen_db.transition(self.ctx.db, job.id, JobState.CANCELLED)
         except IllegalTransition:
-            await gen_db.transition(
+            moved = await gen_db.transition(
                 self.ctx.db,
                 job.id,
                 JobState.FAILED,
                 error="Its GPU server is no longer configured.",
             )
+        self.ctx.publish_state(moved)  # the chat's progress message follows the job's events
         self.dispatch_wakeup.set()
 
     # -- delivery -------------------------------------------------------------------------
