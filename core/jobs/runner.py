@@ -697,10 +697,17 @@ class JobRunner:
         log.info("job ended", status=state.value, reason=reason)
 
     async def _requeue(self, reason: str) -> None:
-        try:
+        try:  # (a cancel requested meanwhile wins: a queued job with one is never dispatched)
             job = await gen_db.transition(
-                self.ctx.db, self.job.id, JobState.QUEUED, detail={"requeued": reason}
+                self.ctx.db,
+                self.job.id,
+                JobState.QUEUED,
+                detail={"requeued": reason},
+                unless_cancelled=True,
             )
+        except gen_db.CancelRequested:
+            await self._end(JobState.CANCELLED, None)
+            return
         except IllegalTransition:
             # Lost while post-processing: the outputs on that backend are gone too.
             await self._end(

@@ -635,3 +635,34 @@ async def test_failing_reconnect_callbacks_do_not_stop_the_socket(fake_comfy: An
     finally:
         await sock.close()
     await asyncio.wait_for(hanging_cancelled.wait(), 2)
+
+
+async def test_a_job_whose_backend_is_lost_after_a_missed_cancel_ends_cancelled(
+    pg_dsn: str, fake_comfy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel request is in the database but the runner has not seen it yet (its NOTIFY
+    missed, the fallback re-read not due); then the GPU server is declared lost: the job is
+    not put back in the queue (where a job with a cancel request is never dispatched: it would
+    wait there for ever), it ends cancelled."""
+    fast_engine(monkeypatch)
+
+    async def not_seen_yet(_runner: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(runner_mod.JobRunner, "_cancel_requested", not_seen_yet)
+    fake_comfy.step_delay_s = 0.1
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), backend_lost_after_s=1.0
+    ) as runtime:
+        job_id = await submit(runtime, 1, "a long walk --steps 30")
+        await wait_all(runtime, [job_id], {JobState.RUNNING}, timeout=5)
+        await runtime.database.pool.execute(  # the request, without its NOTIFY
+            "UPDATE generations SET cancel_requested = true WHERE id = $1", job_id
+        )
+        await fake_comfy.kill(keep_history=False)
+        (ended,) = await wait_all(
+            runtime, [job_id], {JobState.CANCELLED, JobState.QUEUED}, timeout=15
+        )
+        assert ended.status is JobState.CANCELLED
+        history = await gen_db.list_events(runtime.database.pool, job_id)
+        assert "queued" not in [h.to_status for h in history][1:]  # never requeued
