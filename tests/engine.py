@@ -129,6 +129,15 @@ async def running_engine(
         await runtime.stop()
 
 
+# The transitions of a claimed job up to its delivery, for tests that walk a job there.
+TO_DELIVERING = [
+    JobState.SUBMITTED,
+    JobState.RUNNING,
+    JobState.POSTPROCESSING,
+    JobState.DELIVERING,
+]
+
+
 async def wait_status(
     runtime: Runtime, job_id: UUID, states: set[JobState], timeout: float = 20.0
 ) -> Generation:

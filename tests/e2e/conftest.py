@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import BotHarness, Cluster, harness_settings, track_handling
+from tests import log_capture
+from tests.e2e.harness import BotHarness, Cluster, Logs, harness_settings, track_handling
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.telegram import FakeTelegram
@@ -20,6 +21,15 @@ MakeBot = Callable[..., Awaitable[BotHarness]]
 def handling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Which updates the bots are handling, for `BotHarness.wait_reply` (see harness.py)."""
     track_handling(monkeypatch)
+
+
+json_logs = log_capture.logs  # the log lines as JSON at INFO while the test runs
+
+
+@pytest.fixture
+def logs(json_logs: log_capture.Logs) -> Logs:
+    """The bot's log lines while the test runs: `logs.of(event)`, `logs.crashes()`."""
+    return Logs(json_logs.stream)
 
 
 @pytest.fixture

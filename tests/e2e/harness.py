@@ -25,6 +25,7 @@ sharing the fake Bot API, one database and DATA_DIR; the test picks the bot of e
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from collections.abc import Callable
@@ -268,6 +269,49 @@ def button_data(message: StoredMessage, label: str) -> str:
 def job_prefix(text: str) -> list[str]:
     """The short job ids shown in a /queue answer."""
     return re.findall(r"\b[0-9a-f]{8}\b", text)
+
+
+def shown_texts(bot: BotHarness) -> list[str]:
+    """Every text the bot showed: each version of each message, and every toast."""
+    shown = [v.text or v.caption or "" for m in bot.fake.bot_messages() for v in m.history]
+    return shown + [str(a.get("text") or "") for a in bot.fake.callback_answers.values()]
+
+
+def assert_no_crash(bot: BotHarness) -> None:
+    """No update ended in the global error handler, nothing internal leaked into the chat."""
+    for text in shown_texts(bot):
+        assert "went wrong on my side" not in text, text
+        assert "Traceback" not in text, text
+    assert not bot.fake.internal_errors
+
+
+def send_without_size(bot: BotHarness, chat: FakeChat, user: FakeUser, **kwargs: Any) -> Sent:
+    """`user` sends a file whose update has no `file_size` (optional in the Bot API). The update
+    is changed before the bot can fetch it: nothing awaits between the two."""
+    update = bot.fake.inject_message(chat, user, **kwargs)
+    assert update is not None
+    message = update["message"]
+    for kind in ("document", "audio", "voice"):
+        if kind in message:
+            del message[kind]["file_size"]
+    return Sent(chat, user, message["message_id"], True)
+
+
+class Logs:
+    """The bot's log lines (JSON) written while the `logs` fixture (conftest.py) is active."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line.strip()]
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
+    def crashes(self) -> list[dict[str, Any]]:
+        """Updates that ended in the global error handler (an exception a handler let out)."""
+        return self.of("update failed")
 
 
 # -- several bots behind a load balancer (webhook mode, one database) ---------------------------

@@ -7,7 +7,6 @@ sheet with generated pictures. The real bot against the fake Bot API and a real 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -26,7 +25,14 @@ from bot.handlers.characters import (
 from core.models import Character, ChatType
 from core.service import Actor, CharacterDraft
 from tests.e2e.conftest import MakeBot
-from tests.e2e.harness import BotHarness, Sent, button_data, buttons
+from tests.e2e.harness import (
+    BotHarness,
+    Sent,
+    assert_no_crash,
+    button_data,
+    buttons,
+    send_without_size,
+)
 from tests.e2e.test_bot_characters import png, step
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
 
@@ -45,32 +51,6 @@ async def bot(make_bot: MakeBot) -> BotHarness:
 
 def labels(message: StoredMessage) -> list[str]:
     return [label for label, _ in buttons(message)]
-
-
-def texts_of(bot: BotHarness) -> list[str]:
-    """Every text the bot showed: each version of each message, and every toast."""
-    shown = [v.text or v.caption or "" for m in bot.fake.bot_messages() for v in m.history]
-    return shown + [str(a.get("text") or "") for a in bot.fake.callback_answers.values()]
-
-
-def assert_no_crash(bot: BotHarness) -> None:
-    """No update ended in the global error handler, nothing internal leaked into the chat."""
-    for text in texts_of(bot):
-        assert "went wrong on my side" not in text, text
-        assert "Traceback" not in text, text
-    assert not bot.fake.internal_errors
-
-
-def send_without_size(bot: BotHarness, chat: FakeChat, user: FakeUser, **kwargs: Any) -> Sent:
-    """`user` sends a file whose update has no `file_size` (optional in the Bot API). The update
-    is changed before the bot can fetch it: nothing awaits between the two."""
-    update = bot.fake.inject_message(chat, user, **kwargs)
-    assert update is not None
-    message = update["message"]
-    for kind in ("document", "audio", "voice"):
-        if kind in message:
-            del message[kind]["file_size"]
-    return Sent(chat, user, message["message_id"], True)
 
 
 async def seen_with(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -28,19 +28,13 @@ from tests.e2e.test_bot_scenes import jobs_of, person
 from tests.e2e.test_bot_scenes_edges import (
     Logs,
     assert_no_crash,
-    capture_logs,
     dead_url,
     labels,
 )
 from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.telegram import ERR_BLOCKED, FakeTelegram
+from tests.fakes.telegram import ERR_BLOCKED, FakeChat, FakeTelegram, FakeUser
 
 BOT = "@AnimeStudioTestBot"
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    yield from capture_logs()
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15) -> Any:
@@ -215,12 +209,19 @@ async def test_a_history_page_past_the_end_shows_the_first_page(
 # -- /status, /settings, admin commands -------------------------------------------------------
 
 
+async def with_admin(
+    make_bot: MakeBot, fake_telegram: FakeTelegram
+) -> tuple[BotHarness, FakeUser, FakeChat]:
+    """The bot with the user "Boss" as its admin, and Boss's private chat."""
+    boss = fake_telegram.user("Boss")
+    bot = await make_bot(admin_user_ids=[boss.id])
+    return bot, boss, bot.fake.private_chat(boss)
+
+
 async def test_status_for_an_admin_shows_the_details(
     make_bot: MakeBot, fake_telegram: FakeTelegram, fake_comfy: FakeComfyUI
 ) -> None:
-    boss = fake_telegram.user("Boss")
-    bot = await make_bot(admin_user_ids=[boss.id])
-    chat = bot.fake.private_chat(boss)
+    bot, boss, chat = await with_admin(make_bot, fake_telegram)
     message = await bot.wait_reply(bot.send(chat, boss, "/status"), contains="Checking")
     await bot.wait_content(message, "Jobs now", timeout=30)
     lines = (message.content or "").splitlines()
@@ -262,9 +263,7 @@ async def test_settings_back_and_a_demoted_admin_choosing_a_value(
 async def test_ban_and_unban_with_wrong_arguments(
     make_bot: MakeBot, fake_telegram: FakeTelegram, logs: Logs
 ) -> None:
-    boss = fake_telegram.user("Boss")
-    bot = await make_bot(admin_user_ids=[boss.id])
-    chat = bot.fake.private_chat(boss)
+    bot, boss, chat = await with_admin(make_bot, fake_telegram)
 
     async def answer(text: str) -> str:
         return (await bot.wait_reply(bot.send(chat, boss, text))).content or ""

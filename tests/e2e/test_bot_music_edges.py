@@ -15,67 +15,21 @@ import pytest
 
 from bot import dialogs as bot_dialogs
 from bot.handlers.music import PICK
-from tests.e2e.conftest import MakeBot
-from tests.e2e.harness import BotHarness, Sent, handled
-from tests.e2e.test_bot_music import FALLBACK, labels, tone, wait_video
+from tests.e2e import test_bot_music
+from tests.e2e.harness import BotHarness, Sent, assert_no_crash, handled, send_without_size
+from tests.e2e.test_bot_music import FALLBACK, labels, wait_video
 from tests.e2e.test_bot_scenes import job_of, jobs_of, person
-from tests.engine import install_models
-from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.itunes import FakeITunes
-from tests.fakes.telegram import FakeChat, FakeUser
 
 STALE = "This button is no longer valid."
 EXPIRED = "This music choice has expired; send the command again."
 OCEAN = "📁 Ocean Waves · local"
 
 
-@pytest.fixture(scope="session")
-def sounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("music_edges")
-    library = folder / "library"
-    library.mkdir()
-    return {
-        "library": library,
-        "ocean": tone(library / "Ocean Waves.mp3", 3.0),
-        "voice": tone(folder / "voice.ogg", 1.5, "libopus", 330),
-        "mp3": tone(folder / "theme.mp3", 1.5, hz=550),
-    }
-
-
-@pytest.fixture
-async def studio(
-    make_bot: MakeBot, fake_comfy: FakeComfyUI, fake_itunes: FakeITunes, sounds: dict[str, Path]
-) -> BotHarness:
-    """Video models, a local music folder with "Ocean Waves", iTunes (nothing added)."""
-    install_models(fake_comfy)
-    return await make_bot(
-        music_dir=sounds["library"], itunes_enabled=True, itunes_base_url=fake_itunes.url
-    )
-
-
-def send_without_size(bot: BotHarness, chat: FakeChat, user: FakeUser, **kwargs: Any) -> Sent:
-    """`user` sends a file whose update has no `file_size` (optional in the Bot API). The update
-    is changed before the bot can fetch it: nothing awaits between the two."""
-    update = bot.fake.inject_message(chat, user, **kwargs)
-    assert update is not None
-    message = update["message"]
-    for kind in ("document", "audio", "voice"):
-        if kind in message:
-            del message[kind]["file_size"]
-    return Sent(chat, user, message["message_id"], True)
-
-
-def shown_texts(bot: BotHarness) -> list[str]:
-    shown = [v.text or v.caption or "" for m in bot.fake.bot_messages() for v in m.history]
-    return shown + [str(a.get("text") or "") for a in bot.fake.callback_answers.values()]
-
-
-def assert_no_crash(bot: BotHarness) -> None:
-    """No update ended in the global error handler, nothing internal leaked into the chat."""
-    for text in shown_texts(bot):
-        assert "went wrong on my side" not in text, text
-        assert "Traceback" not in text, text
-    assert not bot.fake.internal_errors
+# The fixtures of test_bot_music.py: video models, iTunes (nothing added) and a local music
+# folder with "Ocean Waves"; a voice message and an mp3 of the user's own.
+studio = test_bot_music.studio
+music_files = test_bot_music.music_files
 
 
 async def ocean_chooser(bot: BotHarness, scene: str = "a quiet sea") -> tuple[Any, ...]:
@@ -207,7 +161,7 @@ async def test_a_press_that_loses_the_race_for_the_chooser_is_answered(
 
 
 async def test_own_audio_telegram_will_not_send_then_a_chooser_that_cannot_be_closed(
-    studio: BotHarness, sounds: dict[str, Path]
+    studio: BotHarness, music_files: dict[str, Path]
 ) -> None:
     bot = studio
     alice, chat, _ = await person(bot, "Alice")
@@ -229,7 +183,7 @@ async def test_own_audio_telegram_will_not_send_then_a_chooser_that_cannot_be_cl
     bot.fake.fail_next(
         "editMessageText", kind=400, description="Bad Request: message to edit not found"
     )
-    voice = bot.send(chat, alice, voice=sounds["voice"].read_bytes())
+    voice = bot.send(chat, alice, voice=music_files["voice"].read_bytes())
     video = await wait_video(bot, voice)
     assert "♪ Voice message" in (video.caption or "").splitlines()
     assert not any("Soundtrack:" in (v.text or "") for v in chooser.history)
@@ -238,10 +192,10 @@ async def test_own_audio_telegram_will_not_send_then_a_chooser_that_cannot_be_cl
     assert_no_crash(bot)
 
 
-async def test_audio_captioned_video(studio: BotHarness, sounds: dict[str, Path]) -> None:
+async def test_audio_captioned_video(studio: BotHarness, music_files: dict[str, Path]) -> None:
     bot = studio
     alice, chat, _ = await person(bot, "Alice")
-    mp3 = sounds["mp3"].read_bytes()
+    mp3 = music_files["mp3"].read_bytes()
 
     # no scene, bad options: said so before anything is downloaded
     usage = bot.send(chat, alice, caption="/video", audio=mp3)

@@ -7,7 +7,6 @@ against the fake Bot API, the fake ComfyUI and a real PostgreSQL."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
@@ -26,22 +25,23 @@ from tests.e2e.test_bot_scenes import RESULT_LABELS, job_of, person
 from tests.e2e.test_bot_scenes_edges import (
     Logs,
     assert_no_crash,
-    capture_logs,
     dead_url,
     labels,
 )
-from tests.fakes.telegram import ERR_EDIT_NOT_FOUND, ERR_NOT_MODIFIED, StoredMessage
+from tests.engine import TO_DELIVERING
+from tests.fakes.telegram import (
+    ERR_EDIT_NOT_FOUND,
+    ERR_NOT_MODIFIED,
+    FakeChat,
+    FakeUser,
+    StoredMessage,
+)
 
 NOT_A_RESULT = "I cannot find the job of this message any more."
 NO_IMAGE = "This result has no picture to use."
 GONE = "The original file is no longer stored."
 TOO_BIG = "The original is too big to send through Telegram."
 PICK = "Which character should use this picture as a reference?"
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    yield from capture_logs()
 
 
 def is_alert(bot: BotHarness, query: str) -> bool:
@@ -152,16 +152,10 @@ async def _walk_to_done(bot: BotHarness, job_id: UUID, result_message_id: int) -
     """A job delivered as `result_message_id`, without any output file (one transaction: the
     running engine never sees it half-way)."""
     async with transaction(bot.service.db) as conn:
-        for state in (
-            JobState.SUBMITTED,
-            JobState.RUNNING,
-            JobState.POSTPROCESSING,
-            JobState.DELIVERING,
-            JobState.DONE,
-        ):
-            if state is JobState.DONE:
-                await gen_db.record_delivery(conn, job_id, result_message_id=result_message_id)
+        for state in TO_DELIVERING:
             await gen_db.transition(conn, job_id, state)
+        await gen_db.record_delivery(conn, job_id, result_message_id=result_message_id)
+        await gen_db.transition(conn, job_id, JobState.DONE)
 
 
 async def test_reference_and_original_without_a_picture(make_bot: MakeBot, logs: Logs) -> None:
@@ -189,6 +183,26 @@ async def test_reference_and_original_without_a_picture(make_bot: MakeBot, logs:
     assert_no_crash(bot, logs)
 
 
+async def assert_original_refused(
+    bot: BotHarness,
+    chat: FakeChat,
+    user: FakeUser,
+    result: StoredMessage,
+    logs: Logs,
+    *,
+    toast: str,
+    reason: str,
+) -> None:
+    """`user` presses "Original" under `result`: an alert `toast`, no document sent, `reason`
+    logged."""
+    query = bot.click(chat, user, result, "Original")
+    assert await bot.wait_toast(query) == toast
+    assert is_alert(bot, query)
+    await handled()  # every update handled: nothing more comes
+    assert not bot.fake.calls_of("sendDocument")
+    assert [line["reason"] for line in logs.of("original not sent")] == [reason]
+
+
 async def test_original_whose_file_is_gone(studio: BotHarness, logs: Logs) -> None:
     bot = studio
     alice, chat, _ = await person(bot, "Alice", "Aiko")
@@ -197,12 +211,9 @@ async def test_original_whose_file_is_gone(studio: BotHarness, logs: Logs) -> No
     [output] = await bot.service.outputs(job.id)
     os.remove(output.file_path)
 
-    query = bot.click(chat, alice, result, "Original")
-    assert await bot.wait_toast(query) == GONE
-    assert is_alert(bot, query)
-    await handled()  # every update handled: nothing more comes
-    assert not bot.fake.calls_of("sendDocument")
-    assert [line["reason"] for line in logs.of("original not sent")] == ["original gone"]
+    await assert_original_refused(
+        bot, chat, alice, result, logs, toast=GONE, reason="original gone"
+    )
     assert labels(result) == RESULT_LABELS
     assert_no_crash(bot, logs)
 
@@ -215,12 +226,9 @@ async def test_original_too_big_for_telegram(
     _, result = await first_result(bot, chat, alice)
     monkeypatch.setattr(delivery, "UPLOAD_MAX_BYTES", 1000)  # the picture is bigger
 
-    query = bot.click(chat, alice, result, "Original")
-    assert await bot.wait_toast(query) == TOO_BIG
-    assert is_alert(bot, query)
-    await handled()  # every update handled: nothing more comes
-    assert not bot.fake.calls_of("sendDocument")
-    assert [line["reason"] for line in logs.of("original not sent")] == ["original too big"]
+    await assert_original_refused(
+        bot, chat, alice, result, logs, toast=TOO_BIG, reason="original too big"
+    )
     assert_no_crash(bot, logs)
 
 

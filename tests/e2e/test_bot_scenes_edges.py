@@ -13,9 +13,6 @@ other update reached the same point (the bot handles updates concurrently, as in
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,11 +20,9 @@ import pytest
 from bot.keyboards import SCENE
 from bot.render import PICK_TOGGLE
 from core.dialogs import PickerDraft, SceneWait
-from core.logs import configure_logging
 from core.service import Actor, CharacterDraft
-from tests.conftest import TEST_LOG_LEVEL
 from tests.e2e.conftest import MakeBot
-from tests.e2e.harness import BotHarness, Sent, buttons, handled
+from tests.e2e.harness import BotHarness, Logs, Sent, buttons, handled
 from tests.e2e.test_bot_scenes import job_of, jobs_of, person, wait_result
 from tests.fakes.telegram import (
     ERR_CANT_EDIT,
@@ -46,39 +41,8 @@ PICKER = "Who is in this scene?"
 BARRIER_S = 5.0  # a held update gives up waiting after this (the test then fails)
 
 
-# -- shared helpers (test_bot_results_edges.py and test_bot_misc_edges.py use them too) --------
-
-
-class Logs:
-    """The bot's log lines (JSON) written while the `logs` fixture is active."""
-
-    def __init__(self, stream: io.StringIO) -> None:
-        self.stream = stream
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line.strip()]
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines() if line.get("event") == event]
-
-    def crashes(self) -> list[dict[str, Any]]:
-        """Updates that ended in the global error handler (an exception a handler let out)."""
-        return self.of("update failed")
-
-
-def capture_logs() -> Iterator[Logs]:
-    """For a `logs` fixture: the bot logs JSON lines at INFO while the test runs."""
-    stream = io.StringIO()
-    configure_logging("INFO", "json", stream=stream)
-    try:
-        yield Logs(stream)
-    finally:
-        configure_logging(TEST_LOG_LEVEL, "console")  # as tests/conftest.py set it
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    yield from capture_logs()
+# -- shared helpers (test_bot_results_edges.py and test_bot_misc_edges.py use them too; the
+# `logs` fixture is in conftest.py) ---------------------------------------------------------------
 
 
 def labels(message: StoredMessage) -> list[str]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from aiohttp import web
 
 from core.db import generations as gen_db
 from core.events import JobEvent
@@ -27,7 +29,10 @@ from core.runtime import Runtime
 from core.states import JobState
 from tests.engine import actor
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 FINAL = {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
+STATE_ORDER = ["queued", "submitted", "running", "postprocessing", "delivering", "done"]
 
 
 def fast_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,6 +216,17 @@ class HangingDeliverer:
         return None
 
 
+async def stop_after_restart(
+    first: Runtime, second: Runtime | None, *, first_crashed: bool
+) -> None:
+    """The end of a crash-and-restart test: the restarted process is stopped if it was
+    started, the first one unless it already crashed."""
+    if second is not None:
+        await second.stop()
+    if not first_crashed:
+        await first.stop()
+
+
 async def crash(runtime: Runtime) -> None:
     """kill -9 of the process, as PostgreSQL and ComfyUI see it: its liveness connection is
     cut without any clean-up, every task of the engine just stops, its sockets and database
@@ -234,3 +250,21 @@ async def crash(runtime: Runtime) -> None:
 
 def out_dir_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+# -- an outside HTTP server ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """A real aiohttp server answering every route with `handler`; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -23,27 +23,11 @@ from core.comfy import protocol as p
 from core.comfy.client import ComfyClient, SubmitResult
 from core.errors import ComfyError, ComfyUnavailable, ComfyValidationError, InvalidInput
 from tests.fakes.comfyui import FakeComfyUI
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from tests.integration.engine_kit import Handler, serve
 
 CLIP = p.OutputRef("9", "clip.mp4", "probe", "output", animated=True)
 # Deterministic, incompressible-looking bytes: several 256 KiB client chunks.
 VIDEO = bytes((i * 7919 + i // 251) % 256 for i in range(600_000))
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """A real aiohttp server answering every route with `handler`; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
@@ -180,23 +164,51 @@ async def test_rejection_with_a_body_that_is_not_json_keeps_a_generic_reason() -
     assert caught.value.user_message == "The GPU server rejected the workflow."
 
 
+MALFORMED_REPLIES = {
+    "submit": {
+        "empty": "{}",
+        "no number": '{"prompt_id": "p1"}',
+        "number not a number": '{"prompt_id": "p1", "number": "first"}',
+        "null number": '{"prompt_id": "p1", "number": null}',
+        "a list": '["p1", 1]',
+    },
+    "queue": {
+        "a list": "[]",
+        "short item": '{"queue_running": [[1]], "queue_pending": []}',
+        "null list": '{"queue_running": null, "queue_pending": []}',
+        "number not a number": (
+            '{"queue_running": [], "queue_pending": [["first", "p1", {}, {}, []]]}'
+        ),
+        "item an object": '{"queue_running": [{"0": 1, "1": "p1"}], "queue_pending": []}',
+    },
+    "upload": {"no name": '{"filename": "in.png"}', "name": '{"name": 5}', "list": "[]"},
+}
+
+
 @pytest.mark.parametrize(
-    "reply",
+    ("call", "reply"),
     [
-        "{}",
-        '{"prompt_id": "p1"}',
-        '{"prompt_id": "p1", "number": "first"}',
-        '{"prompt_id": "p1", "number": null}',
-        '["p1", 1]',
+        pytest.param(call, reply, id=f"{call}: {name}")
+        for call, replies in MALFORMED_REPLIES.items()
+        for name, reply in replies.items()
     ],
-    ids=["empty", "no number", "number not a number", "null number", "a list"],
 )
-async def test_malformed_submit_reply_is_a_comfy_error(reply: str) -> None:
+async def test_malformed_reply_is_a_comfy_error(call: str, reply: str) -> None:
     async with serve(replying(200, reply)) as url, ComfyClient(url) as client:
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "submit": lambda: client.submit({}, prompt_id="p1", client_id="c"),
+            "queue": lambda: client.queue(),
+            "upload": lambda: client.upload_image(b"\x89PNG", "in.png"),
+        }
         with pytest.raises(ComfyError) as caught:
-            await client.submit({}, prompt_id="p1", client_id="c")
-    assert type(caught.value) is ComfyError
-    assert str(caught.value) == f"POST /prompt: unexpected reply {reply!r}"
+            await calls[call]()
+    expected = {
+        "submit": f"POST /prompt: unexpected reply {reply!r}",
+        "queue": "GET /queue: unexpected shape",
+        "upload": f"POST /upload/image: unexpected reply {reply!r}",
+    }
+    assert type(caught.value) is ComfyError  # never a bare KeyError/TypeError
+    assert str(caught.value) == expected[call]
 
 
 async def test_replaced_prompt_id_is_returned_and_logged() -> None:
@@ -211,36 +223,6 @@ async def test_replaced_prompt_id_is_returned_and_logged() -> None:
         "theirs": "theirs",
         "log_level": "warning",
     } in logs
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "[]",
-        '{"queue_running": [[1]], "queue_pending": []}',
-        '{"queue_running": null, "queue_pending": []}',
-        '{"queue_running": [], "queue_pending": [["first", "p1", {}, {}, []]]}',
-        '{"queue_running": [{"0": 1, "1": "p1"}], "queue_pending": []}',
-    ],
-    ids=["a list", "short item", "null list", "number not a number", "item an object"],
-)
-async def test_malformed_queue_reply_is_a_comfy_error(reply: str) -> None:
-    async with serve(replying(200, reply)) as url, ComfyClient(url) as client:
-        with pytest.raises(ComfyError) as caught:
-            await client.queue()
-    assert type(caught.value) is ComfyError  # never a bare KeyError/TypeError
-    assert str(caught.value) == "GET /queue: unexpected shape"
-
-
-@pytest.mark.parametrize(
-    "reply", ['{"filename": "in.png"}', '{"name": 5}', "[]"], ids=["no name", "name", "list"]
-)
-async def test_malformed_upload_reply_is_a_comfy_error(reply: str) -> None:
-    async with serve(replying(200, reply)) as url, ComfyClient(url) as client:
-        with pytest.raises(ComfyError) as caught:
-            await client.upload_image(b"\x89PNG", "in.png")
-    assert type(caught.value) is ComfyError
-    assert str(caught.value) == f"POST /upload/image: unexpected reply {reply!r}"
 
 
 # ------------------------------------------------------------------- session and closing

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from tests.engine import (
     start_runtime,
 )
 from tests.integration.engine_kit import (
+    STATE_ORDER,
     HangingDeliverer,
     PostprocessGate,
     crash,
@@ -58,12 +60,18 @@ from tests.integration.engine_kit import (
     job,
     posts_for,
     queue_deletes_for,
+    stop_after_restart,
     submit,
     until,
     wait_all,
 )
 
 Factory = Callable[[], Awaitable[Any]]
+
+
+@pytest.fixture(autouse=True)
+def _fast_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_engine(monkeypatch)  # every engine here runs with short timers
 
 
 async def _steps(runtime: Runtime, job_id: UUID) -> list[str]:
@@ -101,9 +109,8 @@ async def _dead(runtime: Runtime, key: int) -> None:
 
 
 async def test_a_job_whose_workflow_is_not_installed_fails_with_the_reason(
-    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path
 ) -> None:
-    fast_engine(monkeypatch)
     async with running_engine(
         pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), image_workflow="gone_sd15"
     ) as runtime:
@@ -123,22 +130,29 @@ async def test_a_job_whose_workflow_is_not_installed_fails_with_the_reason(
         assert await gen_db.count_active_for_user(runtime.database.pool, 1) == 0
 
 
-async def test_jobs_a_backend_can_run_are_not_hidden_behind_jobs_it_cannot(
-    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The only backend lacks a node of the video workflow. More video jobs than one dispatch
-    round reads wait ahead of an image job (and of a job whose workflow is not installed): the
-    image job still runs, the other one fails, the video jobs wait for a backend."""
-    fast_engine(monkeypatch)
+def _engine_without_video_nodes(
+    pg_dsn: str, tmp_path: Path, fake_comfy: Any
+) -> AbstractAsyncContextManager[Runtime]:
+    """An engine whose only backend lacks a node of the video workflow and runs one job at a
+    time; a user may queue many jobs."""
     fake_comfy.available_nodes = set(fake_comfy.object_info()) - {"EmptyHunyuanLatentVideo"}
-    async with running_engine(
+    return running_engine(
         pg_dsn,
         tmp_path,
         [fake_comfy],
         RecordingDeliverer(),
         comfyui_max_in_flight=1,
         max_queued_per_user=50,
-    ) as runtime:
+    )
+
+
+async def test_jobs_a_backend_can_run_are_not_hidden_behind_jobs_it_cannot(
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path
+) -> None:
+    """The only backend lacks a node of the video workflow. More video jobs than one dispatch
+    round reads wait ahead of an image job (and of a job whose workflow is not installed): the
+    image job still runs, the other one fails, the video jobs wait for a backend."""
+    async with _engine_without_video_nodes(pg_dsn, tmp_path, fake_comfy) as runtime:
         handle = runtime.orchestrator.backends.get(fake_comfy.base_url)
         assert handle.healthy and not handle.supports("txt2video_wan")
         assert handle.supports("txt2img_sd15")
@@ -177,17 +191,8 @@ async def test_a_job_cancelled_between_the_queue_read_and_its_claim_gives_way_to
 ) -> None:
     """Behind jobs no backend runs, the backend reads the queue without them; the first job
     it finds is cancelled before the claim lands: the next one is started in the same round."""
-    fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod.Orchestrator, "_dispatch_loop", _no_dispatch_loop)
-    fake_comfy.available_nodes = set(fake_comfy.object_info()) - {"EmptyHunyuanLatentVideo"}
-    async with running_engine(
-        pg_dsn,
-        tmp_path,
-        [fake_comfy],
-        RecordingDeliverer(),
-        comfyui_max_in_flight=1,
-        max_queued_per_user=50,
-    ) as runtime:
+    async with _engine_without_video_nodes(pg_dsn, tmp_path, fake_comfy) as runtime:
         runtime.service.starter = None  # (the engine's rounds take every job)
         for n in range(1 + orchestrator_mod.DISPATCH_LOOKAHEAD):
             await submit(runtime, 1, f"a dancing girl {n}", JobKind.VIDEO)
@@ -218,7 +223,6 @@ async def test_a_process_with_a_stale_view_of_a_full_backend_leaves_the_job_queu
     dispatch round since). A job it queues into the empty queue is not started beside it:
     the database refuses the claim, the user is told the job waits, and it runs once the
     slot is free."""
-    fast_engine(monkeypatch)
     settings = engine_settings(
         pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=1
     )
@@ -258,7 +262,6 @@ async def test_a_cancel_requested_while_the_process_was_not_listening_is_honoure
     """The process's listening connection is lost (PostgreSQL restarted, a network cut); a
     cancel requested before it is registered again is found when it listens again, not half
     a minute later by the runner's slow safety check."""
-    fast_engine(monkeypatch)
     monkeypatch.setattr(runner_mod, "SAFETY_POLL_S", 600.0)  # the runner's own check: far
     monkeypatch.setattr(runtime_mod, "LIVENESS_CHECK_S", 0.05)
     monkeypatch.setattr(runtime_mod, "LIVENESS_RETRY_S", 0.05)
@@ -316,7 +319,6 @@ async def test_a_dead_process_s_jobs_on_a_backend_removed_from_the_settings(
     A submitted job goes back to the queue and runs on Y; one whose user cancelled it while
     no process ran ends cancelled (it must not wait in the queue, never taken); one that was
     post-processing fails (its outputs were on X). Each change is published to the chat."""
-    fast_engine(monkeypatch)
     gate = PostprocessGate()
     gate.install(monkeypatch)
     old, new = await fake_comfy_factory(), await fake_comfy_factory()
@@ -382,10 +384,7 @@ async def test_a_dead_process_s_jobs_on_a_backend_removed_from_the_settings(
     finally:
         gate.open()
         old.release()
-        if second is not None:
-            await second.stop()
-        if not crashed:
-            await first.stop()
+        await stop_after_restart(first, second, first_crashed=crashed)
 
 
 # -- two processes recovering the same dead process's job ------------------------------------
@@ -409,7 +408,6 @@ def _barrier(monkeypatch: pytest.MonkeyPatch, name: str, parties: int) -> None:
 async def test_two_processes_reconciling_at_once_resume_a_dead_process_s_job_once(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod, "RECONCILE_INTERVAL_S", 600.0)  # only when asked
     settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
     install_models(fake_comfy, settings)
@@ -456,7 +454,6 @@ async def _no_delivery_loop(self: orchestrator_mod.Orchestrator) -> None:
 async def test_two_processes_delivering_a_dead_process_s_job_at_once_deliver_it_once(
     pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast_engine(monkeypatch)
     monkeypatch.setattr(orchestrator_mod.Orchestrator, "_delivery_loop", _no_delivery_loop)
     settings = engine_settings(pg_dsn, tmp_path / "data", [fake_comfy.base_url])
     install_models(fake_comfy, settings)
@@ -486,12 +483,11 @@ async def test_two_processes_delivering_a_dead_process_s_job_at_once_deliver_it_
 
 
 async def test_a_dead_process_s_prompts_share_one_followed_socket_until_the_last_ends(
-    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path
 ) -> None:
     """Two prompts of a dead process wait in ComfyUI under its client id. The next process
     follows both on one socket under that id: the first job ending does not close it (the
     second's step-by-step progress goes on); the last one does."""
-    fast_engine(monkeypatch)
     settings = engine_settings(
         pg_dsn, tmp_path / "data", [fake_comfy.base_url], comfyui_max_in_flight=2
     )
@@ -558,9 +554,8 @@ class BrokenPreparer(RecordingDeliverer):
 
 
 async def test_a_delivery_preparation_that_raises_does_not_touch_the_job(
-    pg_dsn: str, fake_comfy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_dsn: str, fake_comfy: Any, tmp_path: Path
 ) -> None:
-    fast_engine(monkeypatch)
     chat = BrokenPreparer()
     async with running_engine(pg_dsn, tmp_path, [fake_comfy], chat) as runtime:
         job_id = await submit(runtime, 1, "a lighthouse --steps 2")
@@ -571,14 +566,7 @@ async def test_a_delivery_preparation_that_raises_does_not_touch_the_job(
         assert chat.preloaded == [job_id]  # handed off as usual
         assert [j.id for j, _ in chat.delivered] == [job_id]
         assert len(posts_for(fake_comfy, job_id)) == 1
-        assert await _steps(runtime, job_id) == [
-            "queued",
-            "submitted",
-            "running",
-            "postprocessing",
-            "delivering",
-            "done",
-        ]
+        assert await _steps(runtime, job_id) == STATE_ORDER
 
 
 # -- the ComfyUI WebSocket's reconnect callbacks ----------------------------------------------
@@ -644,7 +632,6 @@ async def test_a_job_whose_backend_is_lost_after_a_missed_cancel_ends_cancelled(
     missed, the fallback re-read not due); then the GPU server is declared lost: the job is
     not put back in the queue (where a job with a cancel request is never dispatched: it would
     wait there for ever), it ends cancelled."""
-    fast_engine(monkeypatch)
 
     async def not_seen_yet(_runner: Any) -> bool:
         return False

@@ -16,6 +16,7 @@ from core.db import generations as gen_db
 from core.states import JobState
 from tests.engine import RecordingDeliverer, install_models, running_engine
 from tests.integration.engine_kit import (
+    STATE_ORDER,
     collect_until_final,
     fast_engine,
     interrupts_for,
@@ -24,8 +25,6 @@ from tests.integration.engine_kit import (
     submit,
     wait_all,
 )
-
-STATE_ORDER = ["queued", "submitted", "running", "postprocessing", "delivering", "done"]
 
 
 def _squeeze(values: list[str]) -> list[str]:

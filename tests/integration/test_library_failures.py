@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import io
-import json
 import os
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,23 +39,18 @@ from core.library.jellyfin import (
 )
 from core.library.layout import MAX_COUNTER, numbered
 from core.library.service import MAX_ATTEMPTS, LibraryFiler
-from core.logs import configure_logging
 from core.models import ChatType, Generation, JobKind, LibraryStatus, Output
 from core.scheduler import Maintenance, run_exclusive
 from core.settings import Settings
 from core.states import JobState
-from tests.conftest import TEST_LOG_LEVEL
-from tests.engine import RecordingDeliverer
+from tests import log_capture
+from tests.engine import TO_DELIVERING, RecordingDeliverer
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
+from tests.integration import test_jellyfin as jellyfin_tests
+from tests.log_capture import Logs
 
 LIBRARY = "Anime Studio"
 USER = 1
-TO_DONE = [
-    JobState.SUBMITTED,
-    JobState.RUNNING,
-    JobState.POSTPROCESSING,
-    JobState.DELIVERING,
-]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,11 +109,9 @@ async def no_content(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-@pytest.fixture
-def library_root(tmp_path: Path) -> Path:
-    root = tmp_path / "library"
-    root.mkdir()
-    return root
+# Fixtures shared with tests/integration/test_jellyfin.py: the library folder, a result to file.
+library_root = jellyfin_tests.library_root
+source = jellyfin_tests.source
 
 
 @pytest_asyncio.fixture
@@ -140,27 +131,7 @@ async def client(jf: RiggedJellyfin) -> AsyncIterator[JellyfinClient]:
         yield c
 
 
-@dataclass
-class Logs:
-    stream: io.StringIO
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def lines(self, event: str) -> list[dict[str, Any]]:
-        parsed = [json.loads(line) for line in self.text.splitlines() if line.strip()]
-        return [line for line in parsed if line.get("event") == event]
-
-
-@pytest.fixture
-def logs() -> Iterator[Logs]:
-    stream = io.StringIO()
-    configure_logging("INFO", "json", stream=stream)
-    try:
-        yield Logs(stream)
-    finally:
-        configure_logging(TEST_LOG_LEVEL, "console")  # as tests/conftest.py set it
+logs = log_capture.logs  # the fixture (JSON lines at INFO while the test runs)
 
 
 def media_files(root: Path) -> list[Path]:
@@ -246,7 +217,7 @@ class Desk:
             size_bytes=source.stat().st_size,
             sha256="a" * 64,
         )
-        for state in TO_DONE:
+        for state in TO_DELIVERING:
             await gens.transition(self.pool, job.id, state)
         await gens.record_delivery(self.pool, job.id, result_message_id=1)
         job = await gens.transition(self.pool, job.id, JobState.DONE)
@@ -275,6 +246,18 @@ def assert_retry_scheduled(output: Output, status: LibraryStatus, attempts: int 
     assert output.library_attempts == attempts
     assert output.library_next_at is not None and output.library_next_at > datetime.now(UTC)
     assert output.jellyfin_link is None and output.jellyfin_item_id is None
+
+
+async def assert_linked_on_retry(
+    desk: Desk, jf: RiggedJellyfin, filer: LibraryFiler, output_id: uuid.UUID, filed: Path
+) -> None:
+    """Jellyfin answers again: the due retry links the one copy already filed, no second one."""
+    jf.rig.clear()
+    await desk.make_due(output_id)
+    assert await filer.file_due() == 1
+    linked = await desk.output(output_id)
+    assert linked.library_status is LibraryStatus.LINKED
+    assert linked.library_path == str(filed) and media_files(desk.library_root) == [filed]
 
 
 # === the client: what Jellyfin answers =======================================================
@@ -397,14 +380,6 @@ async def test_a_library_that_does_not_index_photos_is_used_with_a_warning(
 
 
 # === placement on disk =======================================================================
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    path = tmp_path / "src" / "result.mp4"
-    path.parent.mkdir()
-    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2048))
-    return path
 
 
 @pytest.fixture
@@ -611,12 +586,7 @@ async def test_jellyfin_hanging_leaves_the_file_filed_for_a_retry(
     assert filed.read_bytes() == Path(output.file_path).read_bytes()
     assert not desk.deliverer.links
 
-    jf.rig.clear()
-    await desk.make_due(output.id)
-    assert await filer.file_due() == 1
-    linked = await desk.output(output.id)
-    assert linked.library_status is LibraryStatus.LINKED
-    assert linked.library_path == str(filed) and media_files(desk.library_root) == [filed]
+    await assert_linked_on_retry(desk, jf, filer, output.id, filed)
 
 
 async def test_garbage_from_jellyfin_is_retried_without_a_second_copy(
@@ -632,12 +602,7 @@ async def test_garbage_from_jellyfin_is_retried_without_a_second_copy(
     assert "GET /Items: answer is not JSON" in retry["reason"]
     (filed,) = media_files(desk.library_root)
 
-    jf.rig.clear()
-    await desk.make_due(output.id)
-    assert await filer.file_due() == 1
-    linked = await desk.output(output.id)
-    assert linked.library_status is LibraryStatus.LINKED
-    assert linked.library_path == str(filed) and media_files(desk.library_root) == [filed]
+    await assert_linked_on_retry(desk, jf, filer, output.id, filed)
 
 
 async def test_the_api_key_echoed_in_an_error_body_never_reaches_the_logs(

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import random
 import re
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,13 @@ from core.media.ffmpeg_parse import parse_input_info
 from core.media.probe import probe
 from core.media.runner import _STDERR_KEEP, input_args, run_ffmpeg
 from core.media.video import prepare_video
+from tests import media_kit
+from tests.integration.test_media_video import ffmpeg_children
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 X264 = ("-c:v", "libx264", "-preset", "ultrafast")
+
+fresh_locator = media_kit.fresh_locator  # the fixture, shared with tests/unit/test_media_edges.py
 
 
 async def make(*args: str) -> None:
@@ -39,23 +42,6 @@ async def make_video(path: Path, *options: str, seconds: float = 0.4) -> Path:
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def ffmpeg_children() -> list[int]:
-    """Live (non-zombie) ffmpeg processes whose parent is this test process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if "ffmpeg" in name and int(fields[1]) == os.getpid() and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 async def first_frame(path: Path) -> Image.Image:
@@ -254,13 +240,6 @@ async def test_ffmpeg_that_stops_reading_its_input_ends_the_feed(tmp_path: Path)
     assert closed == [True]  # the generator was closed at once, not left to the GC
     assert asyncio.get_running_loop().time() - started < 5
     assert ffmpeg_children() == []
-
-
-@pytest.fixture
-def fresh_locator() -> Iterator[None]:
-    ffmpeg_bin._default_ffmpeg.cache_clear()
-    yield
-    ffmpeg_bin._default_ffmpeg.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_locator")

@@ -180,23 +180,21 @@ async def test_preview_that_hangs_times_out_and_leaves_nothing(
     assert _files(tmp_path) == []
 
 
-async def test_preview_without_length_that_never_ends_is_cut_at_the_cap(
-    apple: MisbehavingITunes, client: ITunesClient, tmp_path: Path
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        # without a length and never ending: cut at the cap
+        pytest.param("endless", f"preview is larger than {256 * 1024} bytes", id="endless"),
+        pytest.param("empty", "preview download was empty", id="empty"),
+    ],
+)
+async def test_preview_too_large_or_empty_is_an_error_and_leaves_nothing(
+    apple: MisbehavingITunes, client: ITunesClient, tmp_path: Path, mode: PreviewMode, error: str
 ) -> None:
-    apple.preview = "endless"
+    apple.preview = mode
     with pytest.raises(MusicError) as caught:
         await client.download_preview(apple.preview_url(42), tmp_path / "42.m4a")
-    assert str(caught.value) == f"preview is larger than {256 * 1024} bytes"
-    assert _files(tmp_path) == []
-
-
-async def test_empty_preview_is_an_error_and_leaves_nothing(
-    apple: MisbehavingITunes, client: ITunesClient, tmp_path: Path
-) -> None:
-    apple.preview = "empty"
-    with pytest.raises(MusicError) as caught:
-        await client.download_preview(apple.preview_url(42), tmp_path / "42.m4a")
-    assert str(caught.value) == "preview download was empty"
+    assert str(caught.value) == error
     assert _files(tmp_path) == []
 
 

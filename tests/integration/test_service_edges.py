@@ -199,36 +199,34 @@ async def test_results_of_another_chat_are_refused(studio: StudioService) -> Non
     assert user is not None and user.quota_used == 1
 
 
-async def test_results_without_a_usable_image_are_refused(studio: StudioService) -> None:
-    video = (await studio.request_scene(ME, JobKind.VIDEO, "a girl dancing")).job
+async def stored_output(
+    studio: StudioService, job_id: UUID, kind: JobKind, mime: str, **size: int
+) -> None:
+    """An output row for `job_id` whose file does not exist (`size`: its width and height)."""
+    extension = mime.split("/")[1]
     await out_db.save_output(
         studio.db,
-        generation_id=video.id,
+        generation_id=job_id,
         position=0,
-        kind=JobKind.VIDEO,
-        file_path="/nonexistent/video.mp4",
-        mime="video/mp4",
+        kind=kind,
+        file_path=f"/nonexistent/{kind.value}.{extension}",
+        mime=mime,
         size_bytes=1,
         sha256="0" * 64,
-        width=320,
-        height=240,
+        **size,
     )
+
+
+async def test_results_without_a_usable_image_are_refused(studio: StudioService) -> None:
+    video = (await studio.request_scene(ME, JobKind.VIDEO, "a girl dancing")).job
+    await stored_output(studio, video.id, JobKind.VIDEO, "video/mp4", width=320, height=240)
     for attempt in (studio.upscale(ME, video.id), studio.animate(ME, video.id)):
         with pytest.raises(InvalidInput) as error:
             await attempt
         assert refusal(error) == "That result has no image to use."
 
     sizeless = (await studio.request_scene(ME, JobKind.IMAGE, "a fox")).job
-    await out_db.save_output(
-        studio.db,
-        generation_id=sizeless.id,
-        position=0,
-        kind=JobKind.IMAGE,
-        file_path="/nonexistent/image.png",
-        mime="image/png",
-        size_bytes=1,
-        sha256="0" * 64,
-    )
+    await stored_output(studio, sizeless.id, JobKind.IMAGE, "image/png")  # no width or height
     with pytest.raises(InvalidInput) as error:
         await studio.upscale(ME, sizeless.id)
     assert refusal(error) == "That image cannot be upscaled."

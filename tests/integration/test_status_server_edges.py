@@ -18,7 +18,7 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +49,8 @@ from core.status_server import MAX_FEED_CLIENTS, StatusServer
 from core.workflows import registry as registry_mod
 from tests.engine import actor, engine_settings
 from tests.fakes.telegram import FakeTelegram
-from tests.integration.engine_kit import submit
+from tests.integration.engine_kit import serve, submit
+from tests.integration.test_status_server import Stack as StatusStack
 
 TOKEN = "status-Token-edges-5e4d3c2b1a"
 COMFY = "http://127.0.0.1:9"  # never contacted: no engine runs in these processes
@@ -60,23 +61,11 @@ BIG = 256 * 1024  # bytes of text per event when a test wants the socket buffers
 
 
 @dataclass
-class Stack:
-    runtime: Runtime
-    settings: Settings
-    server: StatusServer
-    metrics: Metrics
-    http: aiohttp.ClientSession
+class Stack(StatusStack):
+    """test_status_server's stack, plus the live feed and what other processes record."""
 
     def url(self, path: str) -> str:
         return self.server.url + path
-
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
-        async with self.http.get(self.url(path), **kwargs) as response:
-            return response.status, await response.text()
-
-    async def get_json(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        status, body = await self.get(path, **kwargs)
-        return status, json.loads(body)
 
     async def feed(self) -> aiohttp.ClientWebSocketResponse:
         ws = await self.http.ws_connect(self.url("/ws"), params={"token": TOKEN})
@@ -109,27 +98,10 @@ async def edge_stack(pg_dsn: str, tmp_path: Path, **extra: Any) -> AsyncIterator
     try:
         await server.start()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
-            yield Stack(runtime, settings, server, metrics, http)
+            yield Stack(runtime, settings, server, metrics, http, secrets=[TOKEN])
     finally:
         await server.stop()
         await runtime.stop()
-
-
-@asynccontextmanager
-async def serve(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """A local HTTP server answering every GET with `handler`; yields its base URL."""
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def stuck_client(port: int) -> socket.socket:
@@ -178,6 +150,21 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.02)
 
 
+@asynccontextmanager
+async def stuck_and_reading_clients(
+    stack: Stack,
+) -> AsyncIterator[tuple[socket.socket, aiohttp.ClientWebSocketResponse]]:
+    """A stuck feed client and a reading one, both open on the server; the stuck one's socket
+    is closed on the way out."""
+    stuck = await stuck_client(stack.server.port)
+    try:
+        ws = await stack.feed()
+        await until(lambda: len(stack.server._feeds) == 2, 5, "both feeds open")
+        yield stuck, ws
+    finally:
+        stuck.close()
+
+
 async def block_stuck_client(stack: Stack, ws: aiohttp.ClientWebSocketResponse) -> int:
     """Publish big events (the reading client `ws` takes each) until the server's send to the
     stuck client blocks; returns how many were published (chat ids 0..n-1)."""
@@ -198,6 +185,16 @@ def by_name(components: list[dict[str, str]]) -> dict[str, dict[str, str]]:
     return {c["name"]: c for c in components}
 
 
+async def failing_readyz(stack: Stack) -> tuple[float, dict[str, Any], dict[str, dict[str, str]]]:
+    """/readyz while a component fails: how long it took to answer 503, its body, and its
+    components by name."""
+    started = time.monotonic()
+    status, body = await stack.get_json("/readyz")
+    took = time.monotonic() - started
+    assert status == 503, body
+    return took, body, by_name(body["components"])
+
+
 def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -213,26 +210,20 @@ async def test_a_client_that_never_reads_is_dropped_and_never_delays_the_others(
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(status_mod, "WS_SEND_TIMEOUT_S", 1.0)
-    async with edge_stack(pg_dsn, tmp_path) as s:
-        stuck = await stuck_client(s.server.port)
-        try:
-            ws = await s.feed()
-            await until(lambda: len(s.server._feeds) == 2, 5, "both feeds open")
-            started = time.monotonic()
-            sent = await block_stuck_client(s, ws)  # the reader got every one, in order
+    async with edge_stack(pg_dsn, tmp_path) as s, stuck_and_reading_clients(s) as (stuck, ws):
+        started = time.monotonic()
+        sent = await block_stuck_client(s, ws)  # the reader got every one, in order
 
-            # The stuck one is dropped once a send has waited WS_SEND_TIMEOUT_S ...
-            await until(lambda: len(s.server._feeds) == 1, 5, "the stuck client dropped")
-            assert time.monotonic() - started < 5
-            # ... its connection closed (what was buffered, then EOF), not left open.
-            assert await read_until_eof(stuck) > 0
-            # The reader still gets everything published afterwards; the server answers.
-            s.publish(sent)
-            assert (await ws.receive_json(timeout=5))["chat_id"] == sent
-            assert await s.get_json("/healthz") == (200, {"status": "ok"})
-            await ws.close()
-        finally:
-            stuck.close()
+        # The stuck one is dropped once a send has waited WS_SEND_TIMEOUT_S ...
+        await until(lambda: len(s.server._feeds) == 1, 5, "the stuck client dropped")
+        assert time.monotonic() - started < 5
+        # ... its connection closed (what was buffered, then EOF), not left open.
+        assert await read_until_eof(stuck) > 0
+        # The reader still gets everything published afterwards; the server answers.
+        s.publish(sent)
+        assert (await ws.receive_json(timeout=5))["chat_id"] == sent
+        assert await s.get_json("/healthz") == (200, {"status": "ok"})
+        await ws.close()
 
 
 @pytest.mark.timeout(30)  # before the fix, publish() spun forever: the whole process froze
@@ -242,24 +233,18 @@ async def test_a_burst_of_state_changes_while_a_client_is_stuck_freezes_nothing(
     """More state changes than a subscriber's queue holds arrive while a feed client is stuck:
     the other client gets all of them in order, and the stuck one still goes away."""
     monkeypatch.setattr(status_mod, "WS_SEND_TIMEOUT_S", 2.0)
-    async with edge_stack(pg_dsn, tmp_path) as s:
-        stuck = await stuck_client(s.server.port)
-        try:
-            ws = await s.feed()
-            await until(lambda: len(s.server._feeds) == 2, 5, "both feeds open")
-            first = await block_stuck_client(s, ws)
-            burst = range(first, first + 1200)  # > the 1000 events a subscriber queue holds
-            for chat_id in burst:
-                s.publish(chat_id)
-            assert backlog(s) >= 1200  # the stuck feed's queue: every state change kept
-            got = [(await ws.receive_json(timeout=5))["chat_id"] for _ in burst]
-            assert got == list(burst)
-            assert await s.get_json("/healthz") == (200, {"status": "ok"})
-            await until(lambda: len(s.server._feeds) == 1, 5, "the stuck client dropped")
-            await until(lambda: backlog(s) == 0, 5, "the stuck feed's queue released")
-            await ws.close()
-        finally:
-            stuck.close()
+    async with edge_stack(pg_dsn, tmp_path) as s, stuck_and_reading_clients(s) as (_, ws):
+        first = await block_stuck_client(s, ws)
+        burst = range(first, first + 1200)  # > the 1000 events a subscriber queue holds
+        for chat_id in burst:
+            s.publish(chat_id)
+        assert backlog(s) >= 1200  # the stuck feed's queue: every state change kept
+        got = [(await ws.receive_json(timeout=5))["chat_id"] for _ in burst]
+        assert got == list(burst)
+        assert await s.get_json("/healthz") == (200, {"status": "ok"})
+        await until(lambda: len(s.server._feeds) == 1, 5, "the stuck client dropped")
+        await until(lambda: backlog(s) == 0, 5, "the stuck feed's queue released")
+        await ws.close()
 
 
 async def test_client_messages_are_ignored_and_an_oversized_one_closes_only_that_client(
@@ -316,9 +301,7 @@ async def test_stop_says_going_away_to_clients_and_never_hangs_on_a_stuck_one(
         await s.server.start()  # a second start is a no-op: same listener, same session
         assert (s.server.port, s.server._session) == (port, session)
 
-        stuck = await stuck_client(port)
-        try:
-            ws = await s.feed()
+        async with stuck_and_reading_clients(s) as (stuck, ws):
             await block_stuck_client(s, ws)  # its send now waits up to WS_SEND_TIMEOUT_S (10 s)
             started = time.monotonic()
             await s.server.stop()
@@ -335,8 +318,6 @@ async def test_stop_says_going_away_to_clients_and_never_hangs_on_a_stuck_one(
             with pytest.raises(aiohttp.ClientConnectionError):
                 await s.get("/healthz")  # nothing listens any more
             await ws.close()
-        finally:
-            stuck.close()
 
 
 async def test_a_port_already_taken_fails_start_and_leaves_nothing_behind(
@@ -382,11 +363,8 @@ async def test_readyz_answers_in_bounded_time_when_telegram_never_answers(
                 pg_dsn, tmp_path, telegram_bot_token=token, telegram_api_base_url=f"{base}/bot"
             ) as s:
                 await s.fresh_backend_row()
-                started = time.monotonic()
-                status, body = await s.get_json("/readyz")
-                assert 1.0 <= time.monotonic() - started < 3
-                assert status == 503, body
-                components = by_name(body["components"])
+                took, body, components = await failing_readyz(s)
+                assert 1.0 <= took < 3
                 assert components["telegram"] == {
                     "name": "telegram",
                     "state": "FAILED",
@@ -456,11 +434,8 @@ async def test_readyz_and_metrics_answer_in_bounded_time_while_the_database_hang
         pool = s.runtime.database.pool
         held = [await pool.acquire(timeout=5) for _ in range(pool.get_max_size())]
         try:
-            started = time.monotonic()
-            status, body = await s.get_json("/readyz")
-            assert time.monotonic() - started < 3
-            assert status == 503, body
-            components = by_name(body["components"])
+            took, body, components = await failing_readyz(s)
+            assert took < 3
             assert components["database"] == {
                 "name": "database",
                 "state": "FAILED",

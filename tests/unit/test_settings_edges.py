@@ -3,31 +3,16 @@ refused at load with one line naming the setting, never echoing a secret."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from core import logs
 from core.errors import ConfigError
-from core.settings import Settings, load_settings
+from core.settings import load_settings
+from tests.unit import test_settings as settings_tests
 
 PASSWORD = "s3cret-Pw-4711"
 
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No setting from the developer's environment or working directory can leak in."""
-    fields = set(Settings.model_fields)
-    for key in list(os.environ):
-        if key.lower() in fields:
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.setattr(logs, "_SECRETS", set())
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
+isolated = settings_tests.isolated  # the autouse fixture of tests/unit/test_settings.py
 
 
 def _config_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:

@@ -82,18 +82,6 @@ TEMPLATE_CASES: list[tuple[str, PromptChange, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("label", "change", "message"), TEMPLATE_CASES, ids=[c[0] for c in TEMPLATE_CASES]
-)
-def test_broken_template_is_refused_naming_the_workflow_file(
-    tmp_path: Path, label: str, change: PromptChange, message: str
-) -> None:
-    prompt, manifest = _builtin()
-    manifest["name"] = "broken"
-    problem, workflow_path, _ = _load_one_broken(tmp_path, change(prompt), manifest)
-    assert problem == f"{workflow_path}: {message}", label
-
-
 def test_template_not_in_utf8_is_refused_naming_the_file(tmp_path: Path) -> None:
     prompt, manifest = _builtin()
     manifest["name"] = "broken"
@@ -309,17 +297,32 @@ MANIFEST_CASES: list[tuple[str, ManifestChange, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("label", "change", "message"), MANIFEST_CASES, ids=[c[0] for c in MANIFEST_CASES]
-)
-def test_broken_manifest_is_refused_naming_the_manifest_file(
-    tmp_path: Path, label: str, change: ManifestChange, message: str
+BROKEN_FILE_CASES = [
+    *(
+        pytest.param("template", change, message, id=f"template: {label}")
+        for label, change, message in TEMPLATE_CASES
+    ),
+    *(
+        pytest.param("manifest", change, message, id=f"manifest: {label}")
+        for label, change, message in MANIFEST_CASES
+    ),
+]
+
+
+@pytest.mark.parametrize(("broken_file", "change", "message"), BROKEN_FILE_CASES)
+def test_broken_file_is_refused_naming_that_file(
+    tmp_path: Path, broken_file: str, change: PromptChange | ManifestChange, message: str
 ) -> None:
+    """A template change returns the new template; a manifest change edits it in place."""
     prompt, manifest = _builtin()
     manifest["name"] = "broken"
-    change(manifest)
-    problem, _, manifest_path = _load_one_broken(tmp_path, prompt, manifest)
-    assert problem == f"{manifest_path}: {message}", label
+    if broken_file == "template":
+        prompt = change(prompt)
+    else:
+        change(manifest)
+    problem, workflow_path, manifest_path = _load_one_broken(tmp_path, prompt, manifest)
+    named = workflow_path if broken_file == "template" else manifest_path
+    assert problem == f"{named}: {message}"
 
 
 def test_a_minimum_without_a_maximum_tells_the_user_the_minimum(tmp_path: Path) -> None:
