@@ -191,7 +191,7 @@ async def ask_soundtrack(
         await dialog_store.start(
             message.chat_id, message.message_id, order.user_id, draft, ttl_s=DRAFT_TTL_S
         )
-    await toast(update, "")
+    await toast(update)
     log.info(
         "asked for the soundtrack",
         user_id=asker.user_id,
@@ -295,7 +295,7 @@ async def stop_button(update: Update, context: Context) -> None:
         await _taken_meanwhile(update, context)
         return
     asker = await who(update, context)
-    await toast(update, "")
+    await toast(update)
     query = update.callback_query
     assert query is not None
     await edit(query, t("music.cancelled", asker.lang))
@@ -319,7 +319,7 @@ async def own_button(update: Update, context: Context) -> None:
     question = "music.ask_audio_group" if asker.in_group else "music.ask_audio"
     scene = isolate(trim_text(chooser.state.order.text, SCENE_PREVIEW))
     text = t(question, asker.lang, max=DOWNLOAD_MAX_BYTES // (1024 * 1024), scene=scene)
-    await toast(update, "")
+    await toast(update)
     query = update.callback_query
     assert query is not None
     await edit(query, text, chooser_markup([], asker.user_id, asker.lang, own=False))

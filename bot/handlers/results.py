@@ -211,7 +211,7 @@ async def reference_back(
     job = await _job_of(context, asker, cb.uuid(0))
     outputs = await service_of(context).outputs(job.id)
     image = primary_output(job, outputs)
-    await toast(update)  # no text: "" would reach Telegram as "[]"
+    await toast(update)
     await _set_markup(
         update,
         result_markup(

@@ -416,7 +416,7 @@ async def pick_toggle(update: Update, context: Context) -> None:
     if toggled is None:
         await _expired(update, context)
         return
-    await toast(update)  # no text: "" would reach Telegram as "[]"
+    await toast(update)
     await _redraw(update, context, toggled)
 
 
