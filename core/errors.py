@@ -7,6 +7,15 @@ Every error carries `user_message`: a short sentence that is safe to show a Tele
 from __future__ import annotations
 
 
+def describe(error: BaseException) -> str:
+    """An exception as one line for a log or a FAILED reason: ``"ValueError: bad"``, or just
+    ``"TimeoutError"`` when its text is empty (`TimeoutError()`, `asyncio.CancelledError`...),
+    never ``"TimeoutError: "``."""
+    name = type(error).__name__
+    text = str(error).strip()
+    return f"{name}: {text}" if text else name
+
+
 class AnimeBotError(Exception):
     """Root of every error raised on purpose by `core`."""
 

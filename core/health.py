@@ -15,7 +15,7 @@ import asyncpg
 
 from core.db.migrate import pending_migrations
 from core.db.pool import Database
-from core.errors import AnimeBotError
+from core.errors import AnimeBotError, describe
 from core.logs import redact
 
 CHECK_TIMEOUT_S = 10.0
@@ -63,7 +63,7 @@ async def guarded(name: str, check: Callable[[], Awaitable[ComponentHealth]]) ->
     except AnimeBotError as error:
         return failed(name, str(error))
     except (aiohttp.ClientError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return failed(name, f"{type(error).__name__}: {error}")
+        return failed(name, describe(error))
 
 
 async def check_database(database: Database) -> ComponentHealth:

@@ -36,6 +36,7 @@ import asyncpg
 from aiohttp import web
 
 from core.db import workers as workers_db
+from core.errors import describe
 from core.events import JobEvent
 from core.health import (
     CHECK_TIMEOUT_S,
@@ -208,7 +209,7 @@ class StatusServer:
             async with asyncio.timeout(DB_TIMEOUT_S):
                 stored = await workers_db.list_backends(self.runtime.database.pool)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            reason = f"health unknown: database unreachable ({type(error).__name__}: {error})"
+            reason = f"health unknown: database unreachable ({describe(error)})"
             return [failed(f"comfyui {url}", reason) for url in self.settings.comfyui_urls]
         rows = {b.url: b for b in stored}
         lines = []
@@ -298,9 +299,7 @@ class StatusServer:
                     _RECENT_JOBS_SQL, RECENT_JOBS, _FINAL, MAX_LISTED_JOBS
                 )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            return self._json(
-                {"error": f"database unreachable: {type(error).__name__}: {error}"}, status=503
-            )
+            return self._json({"error": f"database unreachable: {describe(error)}"}, status=503)
         jobs = [
             {
                 "id": str(row["id"])[:8],
@@ -429,10 +428,10 @@ async def _guard(name: str, check: Callable[[], Awaitable[ComponentHealth]]) -> 
     try:
         return await guarded(name, check)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return failed(name, f"{type(error).__name__}: {error}")
+        return failed(name, describe(error))
     except Exception as error:
         log.warning("readiness check crashed", check=name, error=repr(error))
-        return failed(name, f"{type(error).__name__}: {error}")
+        return failed(name, describe(error))
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

@@ -25,7 +25,13 @@ from typing import IO, Any, Self
 import aiohttp
 
 from core.comfy.protocol import OutputRef, validation_reason
-from core.errors import ComfyError, ComfyUnavailable, ComfyValidationError, InvalidInput
+from core.errors import (
+    ComfyError,
+    ComfyUnavailable,
+    ComfyValidationError,
+    InvalidInput,
+    describe,
+)
 from core.logs import get_logger
 
 log = get_logger(__name__)
@@ -203,7 +209,7 @@ class ComfyClient:
         except TimeoutError as exc:
             raise ComfyUnavailable(f"{method} {url}: timed out after {self.timeout_s}s") from exc
         except aiohttp.ClientError as exc:
-            raise ComfyUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise ComfyUnavailable(f"{method} {url}: {describe(exc)}") from exc
         if status >= 500:
             raise ComfyUnavailable(f"{method} {url}: HTTP {status}: {_short(body)}")
         return status, body
@@ -409,9 +415,7 @@ class ComfyClient:
         except TimeoutError as exc:
             raise ComfyUnavailable(f"GET /view {ref.filename}: timed out") from exc
         except aiohttp.ClientError as exc:
-            raise ComfyUnavailable(
-                f"GET /view {ref.filename}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ComfyUnavailable(f"GET /view {ref.filename}: {describe(exc)}") from exc
 
     async def fetch(self, ref: OutputRef) -> bytes:
         """One output in memory (an image: its post-processing reads all of it anyway)."""

@@ -25,6 +25,7 @@ import aiohttp
 
 from core.comfy.protocol import Event, Executing, parse_binary, parse_text
 from core.comfy.routing import EventRouter, RouterLimits
+from core.errors import describe
 from core.logs import get_logger
 
 log = get_logger(__name__)
@@ -178,7 +179,7 @@ class ComfySocket:
                 log.info(
                     "comfy ws connect failed",
                     url=self.base_url,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                     retry_in_s=round(delay, 2),
                 )
                 await self._sleep(delay)
@@ -195,7 +196,7 @@ class ComfySocket:
                     self._after_reconnect()
                 await self._receive(ws)
             except (aiohttp.ClientError, OSError, RuntimeError) as exc:
-                log.info("comfy ws error", url=self.base_url, error=f"{type(exc).__name__}: {exc}")
+                log.info("comfy ws error", url=self.base_url, error=describe(exc))
             finally:
                 self.connected.clear()
                 self._ws = None

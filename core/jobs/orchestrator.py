@@ -26,7 +26,7 @@ import asyncpg
 from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import workers as workers_db
-from core.errors import AnimeBotError, IllegalTransition
+from core.errors import AnimeBotError, IllegalTransition, describe
 from core.eta import DEFAULT_JOB_SECONDS, queue_eta
 from core.events import JobEvent
 from core.jobs.backends import BackendHandle, BackendPool
@@ -578,7 +578,7 @@ class Orchestrator:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("delivery failed; will retry", error=f"{type(error).__name__}: {error}")
+            log.warning("delivery failed; will retry", error=describe(error))
             self._delivery_backoff[job.id] = time.monotonic() + DELIVERY_RETRY_S
             await gen_db.release(self.ctx.db, job.id, owner=self.ctx.owner)
         finally:

@@ -36,6 +36,7 @@ from core.errors import (
     ComfyValidationError,
     IllegalTransition,
     MediaError,
+    describe,
 )
 from core.events import JobEvent
 from core.jobs.backends import BackendHandle
@@ -141,7 +142,7 @@ class JobRunner:
                             return
                     log.warning(
                         "job interrupted, resuming it",
-                        error=f"{type(error).__name__}: {error}",
+                        error=describe(error),
                         database_lost=lost,
                     )
                     if not await self._reload():

@@ -20,7 +20,7 @@ from typing import Any, Literal, Self, TypeVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import ConfigError, LibraryError
+from core.errors import ConfigError, LibraryError, describe
 from core.library.layout import item_link
 from core.logs import get_logger, register_secret
 from core.settings import sendable_api_key
@@ -241,9 +241,7 @@ class JellyfinClient:
                         f"Jellyfin {method} {path}: answer is not JSON", status=status
                     ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise LibraryUnavailable(
-                f"Jellyfin {method} {path}: {type(error).__name__}: {error}"
-            ) from error
+            raise LibraryUnavailable(f"Jellyfin {method} {path}: {describe(error)}") from error
 
     @staticmethod
     def _parse(model: type[_M], data: Any, what: str) -> _M:
