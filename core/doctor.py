@@ -15,6 +15,7 @@ import aiohttp
 
 from core.comfy.client import ComfyClient
 from core.db.pool import open_database
+from core.errors import AnimeBotError, describe
 from core.health import (
     ComponentHealth,
     check_database,
@@ -64,17 +65,25 @@ async def _database(settings: Settings) -> ComponentHealth:
 
 
 async def comfy_checks(settings: Settings) -> list[ComponentHealth]:
+    """One line per backend (reachable, its version), then one per workflow (which backends
+    have its nodes and models). Workflows that do not load are one FAILED `workflows` line
+    instead of the per-workflow lines; the backends are checked all the same."""
+    loaded: Registry | ComponentHealth
     try:
-        registry = load_registry(settings)
+        loaded = load_registry(settings)
     except Exception as error:  # a broken builtin workflow: say so, don't crash the doctor
-        return [failed("workflows", str(error))]
+        reason = str(error) if isinstance(error, AnimeBotError) else describe(error)
+        loaded = failed("workflows", reason)
     infos: dict[str, dict[str, object] | None] = {}
     lines: list[ComponentHealth] = []
     async with aiohttp.ClientSession() as session:
         for url in settings.comfyui_urls:
             client = ComfyClient(url, session, timeout_s=min(settings.comfyui_timeout_s, 10))
             lines.append(await guarded(f"comfyui {url}", _backend_check(client, infos)))
-    lines.extend(workflow_lines(registry, infos))
+    if isinstance(loaded, Registry):
+        lines.extend(workflow_lines(loaded, infos))
+    else:  # only the node and model checks need the workflows
+        lines.append(loaded)
     return lines
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.doctor import run_checks
 from core.health import ComponentHealth, HealthState
 from core.runtime import load_registry
 from core.settings import Settings, load_settings
+from core.workflows import registry as registry_mod
 from tests.engine import install_models
 from tests.fakes.comfyui import FakeComfyUI, load_object_info
 from tests.fakes.jellyfin import API_KEY, FakeJellyfin
@@ -272,6 +274,49 @@ async def test_comfyui_down(
     assert lines["telegram"].state is HealthState.OK
     assert await doctor_command(settings) == 1
     capsys.readouterr()
+
+
+async def test_workflows_that_do_not_load_do_not_stop_the_backend_checks(
+    tmp_path: Path,
+    pg_dsn: str,
+    fake_comfy: FakeComfyUI,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A broken builtin workflow (a packaging mistake) is its own FAILED line; each backend is
+    still checked (one reachable, one refusing), and only the per-workflow node checks, which
+    need the workflows, are left out."""
+    builtins = tmp_path / "templates"
+    shutil.copytree(registry_mod.BUILTIN_DIR, builtins)
+    manifest = sorted(builtins.glob("*.manifest.json"))[0]
+    manifest.write_text("{ not json")
+    monkeypatch.setattr(registry_mod, "BUILTIN_DIR", builtins)
+    down = await refused_url()
+    settings = doctor_settings(
+        tmp_path, database_url=pg_dsn, comfyui_urls=f"{fake_comfy.base_url},{down}"
+    )
+
+    results = await run_checks(settings)
+    lines = by_name(results)
+    assert [r.name for r in results][:4] == [
+        "database",
+        f"comfyui {fake_comfy.base_url}",
+        f"comfyui {down}",
+        "workflows",
+    ]
+    assert lines[f"comfyui {fake_comfy.base_url}"] == ComponentHealth(
+        f"comfyui {fake_comfy.base_url}", HealthState.OK, "ComfyUI 0.3.64"
+    )
+    assert lines[f"comfyui {down}"].state is HealthState.FAILED
+    assert "connect" in lines[f"comfyui {down}"].detail.lower()
+    assert lines["workflows"].state is HealthState.FAILED
+    assert manifest.name in lines["workflows"].detail
+    assert not any(name.startswith("workflow ") for name in lines)
+    assert fake_comfy.count("GET", "/system_stats") == 1
+    assert await doctor_command(settings) == 1
+    out = capsys.readouterr().out
+    assert f"comfyui {fake_comfy.base_url}: OK (ComfyUI 0.3.64)" in out
+    assert "workflows: FAILED (" in out
 
 
 async def test_backend_without_wan_nodes(
