@@ -180,6 +180,7 @@ class Output(Row):
     library_status: LibraryStatus
     library_attempts: int
     library_next_at: datetime | None
+    library_unreachable: bool = False  # the last filing attempt could not reach Jellyfin
     created_at: datetime
 
 

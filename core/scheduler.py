@@ -28,6 +28,7 @@ log = get_logger(__name__)
 TASK_LOCK_CLASS = 4244
 TEMP_MAX_AGE_S = 24 * 3600
 RATE_BUCKETS_INTERVAL_S = 300
+LIBRARY_TICK_S = 60.0
 
 
 async def run_exclusive(db: asyncpg.Pool, key: int, task: Callable[[], Awaitable[object]]) -> bool:
@@ -71,6 +72,12 @@ def expire_temp_files(root: Path, now: float, max_age_s: float = TEMP_MAX_AGE_S)
     return removed
 
 
+def library_tick_s(retry_s: float) -> float:
+    """How often outputs due for filing are looked for (and Jellyfin asked whether it is back):
+    every minute, or more often when LIBRARY_RETRY_S is shorter than that."""
+    return min(LIBRARY_TICK_S, retry_s)
+
+
 class Maintenance:
     def __init__(
         self,
@@ -91,7 +98,7 @@ class Maintenance:
         add(
             self._tick,
             "interval",
-            seconds=60,
+            seconds=library_tick_s(self.filer.settings.library_retry_s),
             args=[1, self.library],
             id="library",
             max_instances=1,

@@ -192,12 +192,16 @@ async def record_library(
     item_id: str | None = None,
     link: str | None = None,
     next_attempt_at: datetime | None = None,
+    unreachable: bool = False,
 ) -> Output | None:
+    """One filing attempt's outcome. `unreachable`: Jellyfin could not be reached at all (see
+    `wake_unreachable`)."""
     row = await db.fetchrow(
         "UPDATE outputs SET library_status = $2, library_path = coalesce($3, library_path),"
         " jellyfin_item_id = coalesce($4, jellyfin_item_id),"
         " jellyfin_link = coalesce($5, jellyfin_link),"
-        " library_attempts = library_attempts + 1, library_next_at = $6"
+        " library_attempts = library_attempts + 1, library_next_at = $6,"
+        " library_unreachable = $7"
         " WHERE id = $1 RETURNING *",
         output_id,
         status.value,
@@ -205,8 +209,31 @@ async def record_library(
         item_id,
         link,
         next_attempt_at,
+        unreachable,
     )
     return None if row is None else Output.from_record(row)
+
+
+async def waiting_for_jellyfin(db: Executor, now: datetime) -> bool:
+    """Whether some output waits for a later attempt because Jellyfin could not be reached."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM outputs WHERE library_unreachable"
+            " AND library_status IN ('pending', 'filed') AND library_next_at > $1)",
+            now,
+        )
+    )
+
+
+async def wake_unreachable(db: Executor, now: datetime) -> int:
+    """Jellyfin answers again: every output that waited because it could not be reached is due
+    now, not after its backoff. Returns how many."""
+    status = await db.execute(
+        "UPDATE outputs SET library_next_at = $1 WHERE library_unreachable"
+        " AND library_status IN ('pending', 'filed') AND library_next_at > $1",
+        now,
+    )
+    return int(status.split()[-1])
 
 
 async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> list[Output]:

@@ -2,9 +2,10 @@
 
 `file_output` is idempotent: calling it again with the same inputs never makes a second copy.
 A name that already holds the same bytes is reused, and a stored `library_path` (from a first
-attempt that raised `FilingPending`) is resumed from. Files are written atomically and never
-overwrite anything: copy to a hidden temp file in the target folder, fsync, then hard-link it
-to the final name (``FileExistsError`` -> next name ``X (2).mp4``). Disk work runs in a thread.
+attempt that raised `FilingPending` or `FilingRefused`) is resumed from. Files are written
+atomically and never overwrite anything: copy to a hidden temp file in the target folder,
+fsync, then hard-link it to the final name (``FileExistsError`` -> next name ``X (2).mp4``).
+Disk work runs in a thread.
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ class FilingPending(LibraryUnavailable):
     def __init__(self, message: str, *, result: FiledResult, status: int | None = None) -> None:
         super().__init__(message, status=status)
         self.result = result
+
+
+class FilingRefused(LibraryError):
+    """The file is in the library folder, but Jellyfin refused a call about it (a rejected
+    key: `LibraryAuthError`; a 4xx or an answer it should not give: `LibraryRequestError`).
+    `result.library_path` says where the file is; `cause` is Jellyfin's error."""
+
+    retryable = False
+
+    def __init__(self, cause: LibraryError, *, result: FiledResult) -> None:
+        super().__init__(str(cause), user_message=cause.user_message)
+        self.cause = cause
+        self.result = result
+        self.status: int | None = getattr(cause, "status", None)
 
 
 # --- disk (blocking; called through asyncio.to_thread) ----------------------------------------
@@ -244,7 +259,8 @@ async def file_output(
     (retry later with `library_path=result.library_path`).
 
     Raises `FilingPending` (a `LibraryUnavailable`) when the file is written but Jellyfin is
-    not reachable; `LibraryAuthError`/`LibraryRequestError` when Jellyfin refuses; a plain
+    not reachable; `FilingRefused` when it is written but Jellyfin refuses (its `cause` is the
+    `LibraryAuthError`/`LibraryRequestError`); both carry the written file's `result`. A plain
     `LibraryError` when the file cannot be written (nothing half-written is left behind).
     `library_id` (the library's ItemId from `ensure_library`) narrows the lookup and enables
     the newest-items fallback when the search by name finds nothing."""
@@ -282,6 +298,9 @@ async def file_output(
         raise FilingPending(
             str(error), result=FiledResult(path, jellyfin_path, None, None), status=error.status
         ) from error
+    except LibraryError as error:  # refused (401/403, another 4xx, garbage): the file stays
+        log.warning("jellyfin refused the filed result", error=str(error), library_path=str(path))
+        raise FilingRefused(error, result=FiledResult(path, jellyfin_path, None, None)) from error
     if item is None:
         log.info("jellyfin item not found yet", jellyfin_path=jellyfin_path)
         return FiledResult(path, jellyfin_path, None, None)

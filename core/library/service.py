@@ -2,8 +2,15 @@
 
 After a job is done each output is written under JELLYFIN_LIBRARY_DIR, Jellyfin is told, and
 when its item appears the link is recorded and handed to the deliverer (which adds it to the
-message caption). Jellyfin being down or slow never delays delivery: the output stays
-`pending`/`filed` with a next attempt time, and the scheduler calls `file_due()`.
+message caption). Jellyfin being down, slow or refusing never delays delivery: the output
+stays `pending` (nothing written yet) or `filed` (in the folder, `library_path` set) with a
+next attempt time, and the scheduler calls `file_due()`. After `MAX_ATTEMPTS` it is `failed`;
+a file already in the folder keeps its `library_path`.
+
+The backoff doubles up to hours, so after a long outage the waiting outputs would be filed
+hours after Jellyfin is back. Instead each `file_due()` asks Jellyfin (one authenticated call)
+whether it answers again while outputs wait because it could not be reached, and makes those
+due at once when it does (`resume_if_back`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from core.db import outputs as out_db
 from core.db import people
 from core.errors import LibraryError
 from core.jobs.delivery import Deliverer
-from core.library.filing import FiledResult, FilingPending, ScanWait, file_output
+from core.library.filing import FiledResult, FilingPending, FilingRefused, ScanWait, file_output
 from core.library.jellyfin import JellyfinClient, LibraryRequestError, LibraryUnavailable
 from core.library.layout import FilingMetadata, LayoutSettings, map_path, parse_path_map
 from core.logs import bind_context, clear_context, get_logger
@@ -66,12 +73,35 @@ class LibraryFiler:
         """File every output whose next attempt is due; returns how many were tried."""
         if not self.enabled:
             return 0
+        await self.resume_if_back()
         due = await out_db.due_for_library(self.db, datetime.now(UTC))
         for output in due:
             job = await gen_db.get_generation(self.db, output.generation_id)
             if job is not None:
                 await self.file_output(job, output)
         return len(due)
+
+    async def resume_if_back(self) -> int:
+        """When outputs wait because Jellyfin could not be reached and it answers again (any
+        HTTP answer, even a refused key), make them due now. Returns how many were woken."""
+        now = datetime.now(UTC)
+        client = self._client()
+        if client is None or not await out_db.waiting_for_jellyfin(self.db, now):
+            if client is not None:
+                await client.close()
+            return 0
+        try:
+            await client.check_key()
+        except LibraryUnavailable:
+            return 0  # still down: the outputs keep their next attempt
+        except LibraryError:
+            pass  # it answers (refusing the key): their next attempt will say why
+        finally:
+            await client.close()
+        woken = await out_db.wake_unreachable(self.db, now)
+        if woken:
+            log.info("jellyfin answers again; library filing resumed", outputs=woken)
+        return woken
 
     async def _metadata(self, job: Generation, output: Output) -> FilingMetadata:
         characters = await char_db.get_characters(self.db, job.character_ids)
@@ -93,15 +123,18 @@ class LibraryFiler:
         previous = Path(output.library_path) if output.library_path else None
         client = self._client()
         try:
-            if client is not None and not await self._ensure_library(client):
+            missing = None if client is None else await self._ensure_library(client)
+            if missing is not None:
                 # No library to index it yet: keep the file, link it on a later attempt.
                 filed = await self._file(None, output, meta, previous)
-                return await self._retry_later(output, filed, "Jellyfin library not available")
+                return await self._retry_later(
+                    output, filed, f"Jellyfin library not available: {missing}", missing
+                )
             result = await self._file(client, output, meta, previous)
-        except FilingPending as pending:
-            return await self._retry_later(output, pending.result, str(pending))
+        except (FilingPending, FilingRefused) as kept:  # the file is in the folder either way
+            return await self._retry_later(output, kept.result, str(kept), kept)
         except LibraryError as error:
-            return await self._retry_later(output, None, str(error))
+            return await self._retry_later(output, None, str(error), error)
         finally:
             if client is not None:
                 await client.close()
@@ -109,7 +142,7 @@ class LibraryFiler:
         if client is None:  # no Jellyfin API to link it: written into the folder is all
             return await self._written_only(output, result)
         if result.link is None:
-            return await self._retry_later(output, result, "not indexed yet")
+            return await self._retry_later(output, result, "not indexed yet", None)
         saved = await out_db.record_library(
             self.db,
             output.id,
@@ -123,11 +156,11 @@ class LibraryFiler:
             await self.deliverer.library_linked(job, saved, result.link)
         return saved
 
-    async def _ensure_library(self, client: JellyfinClient) -> bool:
-        """Find the library (or create it when JELLYFIN_CREATE_LIBRARY allows) once; False
+    async def _ensure_library(self, client: JellyfinClient) -> LibraryError | None:
+        """Find the library (or create it when JELLYFIN_CREATE_LIBRARY allows) once. The error
         when Jellyfin is down or has no such library (then the file is kept, linked later)."""
         if self.library_id is not None:
-            return True
+            return None
         seen_as = map_path(str(self.layout.root), self.layout.path_map)
         try:
             folder = await client.ensure_library(
@@ -137,10 +170,10 @@ class LibraryFiler:
             )
         except (LibraryRequestError, LibraryUnavailable) as error:
             log.warning("jellyfin library not reachable or missing", reason=str(error))
-            return False
+            return error
         self.library_id = folder.item_id
         log.info("jellyfin library ready", library=folder.name, path=seen_as)
-        return True
+        return None
 
     async def _file(
         self,
@@ -171,8 +204,18 @@ class LibraryFiler:
         )
 
     async def _retry_later(
-        self, output: Output, result: FiledResult | None, reason: str
+        self,
+        output: Output,
+        result: FiledResult | None,
+        reason: str,
+        error: LibraryError | None,
     ) -> Output | None:
+        """Record a failed attempt and when to try again. `result` is the file written into
+        the library folder (None when nothing was written): the output is `filed` with its
+        path meanwhile. After `MAX_ATTEMPTS` it is `failed`, for the Jellyfin part only: the
+        path of a file already in the folder is kept, so it can still be found there.
+        `error` is what went wrong, if anything did (a Jellyfin that could not be reached is
+        asked again at every tick: `resume_if_back`)."""
         failed = output.library_attempts + 1 >= MAX_ATTEMPTS
         status = (
             LibraryStatus.FAILED
@@ -188,6 +231,7 @@ class LibraryFiler:
             reason=reason,
             attempts=output.library_attempts + 1,
             gave_up=failed,
+            library_path=str(result.library_path) if result else output.library_path,
         )
         return await out_db.record_library(
             self.db,
@@ -195,4 +239,5 @@ class LibraryFiler:
             status=status,
             library_path=str(result.library_path) if result else None,
             next_attempt_at=None if failed else datetime.now(UTC) + timedelta(seconds=delay),
+            unreachable=isinstance(error, LibraryUnavailable),
         )

@@ -6,6 +6,8 @@
 (c) Telegram answering 429 (retry_after), 502 and hanging requests for ~5 s on every upload and
     edit: every job is still delivered once.
 (d) Jellyfin down (connections accepted, never answered): delivery is not delayed or lost.
+(e) Jellyfin down (connections refused) long enough for the filing backoff to grow, then back:
+    the waiting results are filed at once, long before their backoff would have retried them.
 
 The recovery times are printed (`-s`) for the README.
 """
@@ -26,6 +28,8 @@ import pytest
 from core.db import workers as workers_db
 from core.db.pool import start_embedded_server
 from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.jellyfin import API_KEY as JELLYFIN_KEY
+from tests.fakes.jellyfin import FakeJellyfin
 from tests.fakes.telegram import FakeTelegram
 from tests.fault.kit import (
     alive,
@@ -300,6 +304,83 @@ async def test_jellyfin_down_does_not_touch_delivery(
         assert "library" not in (message.caption or "").lower()
     assert not bot.problems(), bot.problems()
     print(f"Jellyfin down: 4 jobs delivered in {took:.1f} s; library states {library_states}")
+
+
+# ------------------------------------------------------------------------ (e) Jellyfin back
+
+
+async def test_jellyfin_back_after_an_outage_files_the_waiting_results_at_once(
+    fake_telegram: FakeTelegram,
+    fake_comfy: FakeComfyUI,
+    fake_jellyfin: FakeJellyfin,
+    pg_dsn: str,
+    tmp_path: Path,
+) -> None:
+    fake, comfy, jellyfin = fake_telegram, fake_comfy, fake_jellyfin
+    prepare_comfy(comfy, 0.02)
+    library = tmp_path / "library"
+    library.mkdir()
+    jellyfin.add_folder("Anime Studio", [str(library)])
+    await jellyfin.stop()  # refuses connections until started again
+    bot = await started_bot(
+        fake,
+        comfy,
+        pg_dsn,
+        tmp_path,
+        jellyfin_url=jellyfin.url,
+        jellyfin_api_key=JELLYFIN_KEY,
+        jellyfin_library_dir=library,
+        jellyfin_scan_interval_s=0.2,
+        library_retry_s=1,  # backoff 1, 2, 4, 8, 16 s; the library is checked every second
+    )
+    try:
+        markers = request_all(fake, make_users(fake, 2), 2, STEPS)
+        rows = await wait_jobs(pg_dsn, all_final(4), 40, "every job final", check=alive(bot))
+        # Until each result was tried 4 times: its next attempt is then 16 s after the last.
+        waiting = await wait_library(pg_dsn, lambda outs: min(o["attempts"] for o in outs) >= 4)
+        assert {o["status"] for o in waiting} == {"filed"} and all(
+            o["unreachable"] for o in waiting
+        )
+        backoff_due = min(o["next_at"] for o in waiting)
+        await jellyfin.start()
+        back = time.monotonic()
+        linked = await wait_library(pg_dsn, lambda outs: {o["status"] for o in outs} == {"linked"})
+        took = time.monotonic() - back
+        filed_by = max(o["db_now"] for o in linked)
+        assert await bot.stop() == 0
+    finally:
+        await bot.ensure_stopped()
+
+    assert filed_by < backoff_due, (filed_by, backoff_due)  # woken, not waited out
+    assert not any(o["unreachable"] for o in linked)
+    assert len(list(library.rglob("*.png"))) == 4  # each filed once, in place
+    assert set(check_delivered_once(fake, rows, markers).values()) == {1}
+    assert not bot.problems(), bot.problems()
+    print(f"Jellyfin back after an outage: 4 waiting results linked {took:.1f} s later")
+
+
+async def wait_library(
+    dsn: str, predicate: Any, count: int = 4, timeout: float = 40
+) -> list[dict[str, Any]]:
+    """Poll the outputs' filing state until there are `count` and `predicate(outputs)`."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(dsn)
+    try:
+        while True:
+            outs = [
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT library_status AS status, library_attempts AS attempts,"
+                    " library_next_at AS next_at, library_unreachable AS unreachable,"
+                    " clock_timestamp() AS db_now FROM outputs"
+                )
+            ]
+            if len(outs) == count and predicate(outs):
+                return outs
+            assert time.monotonic() < deadline, f"library state not reached: {outs}"
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
 
 
 async def library_status(dsn: str) -> list[str]:

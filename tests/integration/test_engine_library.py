@@ -3,6 +3,7 @@ Jellyfin down never delays delivery, and the scheduler's retry files it later.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,57 @@ async def test_missing_library_without_permission_is_retried_not_created(
         assert outs[0].library_status is LibraryStatus.FILED and not deliverer.links
         assert Path(outs[0].library_path or "").is_file()
         assert not fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
+
+
+async def test_jellyfin_back_files_waiting_results_at_once_not_after_their_backoff(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    values = {**_jellyfin_values(tmp_path, fake_jellyfin.url), "library_retry_s": 3600}
+    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
+    await fake_jellyfin.stop()
+    deliverer = RecordingDeliverer()
+    async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer, **values) as runtime:
+        job = await _done(runtime, 9, "a quiet harbour")
+        await _first_attempt(runtime, job)
+        [waiting] = await runtime.service.outputs(job.id)
+        assert waiting.library_unreachable and waiting.library_status is LibraryStatus.FILED
+        assert waiting.library_next_at is not None
+        assert waiting.library_next_at > datetime.now(UTC) + timedelta(minutes=30)
+
+        filer = runtime.extras["filer"]
+        assert await filer.file_due() == 0  # still down: asked, nothing woken, nothing tried
+        [still] = await runtime.service.outputs(job.id)
+        assert (still.library_attempts, still.library_next_at) == (1, waiting.library_next_at)
+
+        await fake_jellyfin.start()
+        assert await filer.file_due() == 1  # back: filed now, not in an hour
+        [filed] = await runtime.service.outputs(job.id)
+        assert filed.library_status is LibraryStatus.LINKED and not filed.library_unreachable
+        assert [output_id for output_id, _link in deliverer.links] == [filed.id]
+        assert len(list(runtime.settings.jellyfin_library_dir.rglob("*.png"))) == 1
+
+
+async def test_outputs_waiting_for_other_reasons_keep_their_backoff(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    values = {**_jellyfin_values(tmp_path, fake_jellyfin.url), "library_retry_s": 3600}
+    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
+    await fake_jellyfin.stop()
+    async with running_engine(
+        pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), **values
+    ) as runtime:
+        job = await _done(runtime, 10, "a windy hill")
+        await _first_attempt(runtime, job)
+        [output] = await runtime.service.outputs(job.id)
+        assert output.library_unreachable
+        # Its next attempt found Jellyfin answering but the item not indexed yet.
+        later = datetime.now(UTC) + timedelta(hours=2)
+        db = runtime.database.pool
+        await out_db.record_library(
+            db, output.id, status=LibraryStatus.FILED, next_attempt_at=later
+        )
+        await fake_jellyfin.start()
+        assert await runtime.extras["filer"].resume_if_back() == 0
+        [kept] = await runtime.service.outputs(job.id)
+        assert kept.library_next_at == later and not kept.library_unreachable
+        assert not fake_jellyfin.requests_to("/System/Info")  # nothing waits for it: not asked

@@ -16,6 +16,7 @@ import pytest_asyncio
 from core.errors import LibraryError
 from core.library.filing import (
     FilingPending,
+    FilingRefused,
     ScanWait,
     file_output,
     place_file,
@@ -312,9 +313,15 @@ async def test_a_bad_key_fails_filing_but_the_file_is_written(
     jf: FakeJellyfin, layout: LayoutSettings, library_root: Path, source: Path
 ) -> None:
     async with JellyfinClient(jf.url, "wrong-key-123456", timeout=2.0) as bad:
-        with pytest.raises(LibraryAuthError):
+        with pytest.raises(FilingRefused) as caught:
             await file_output(bad, layout, source, meta(), wait=FAST)
-    assert len(media_files(library_root)) == 1
+    refused = caught.value
+    assert isinstance(refused.cause, LibraryAuthError) and refused.status == 401
+    assert refused.retryable is False
+    assert refused.user_message == "The media library rejected the bot's API key."
+    # The error says where the written file is, so it can be recorded and resumed from.
+    assert media_files(library_root) == [refused.result.library_path]
+    assert refused.result.library_path.read_bytes() == source.read_bytes()
 
 
 async def test_filing_without_jellyfin_only_writes(

@@ -597,12 +597,73 @@ async def test_garbage_from_jellyfin_is_retried_without_a_second_copy(
     jf.rig["GET /Items"] = answer(text="<html>Sign in</html>", ctype="text/html")
     saved = await filer.file_output(job, output)
     assert saved is not None
-    assert_retry_scheduled(saved, LibraryStatus.PENDING)
+    assert_retry_scheduled(saved, LibraryStatus.FILED)  # written: in the folder already
     (retry,) = logs.lines("library filing will be retried")
     assert "GET /Items: answer is not JSON" in retry["reason"]
     (filed,) = media_files(desk.library_root)
+    assert saved.library_path == str(filed)
 
     await assert_linked_on_retry(desk, jf, filer, output.id, filed)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status"),
+    [("GET /Items", 401), ("GET /Items", 400), ("POST /Library/Media/Updated", 403)],
+)
+async def test_jellyfin_refusing_a_written_result_keeps_its_path_also_when_filing_gives_up(
+    desk: Desk, jf: RiggedJellyfin, logs: Logs, endpoint: str, status: int
+) -> None:
+    """The file is written into the library folder, then Jellyfin refuses the calls about it
+    (a revoked key, a 400): the output is `filed` with the file's path while filing is
+    retried, and when it gives up it is `failed` for the Jellyfin part only: the path stays,
+    so whoever looks at the output finds the file, and nothing is copied twice."""
+    jf.rig[endpoint] = answer(status, text="refused")
+    job, output = await desk.done_job()
+    filer = desk.filer(jf.url)
+    saved = await filer.file_output(job, output)
+    assert saved is not None
+    assert_retry_scheduled(saved, LibraryStatus.FILED)
+    (filed,) = media_files(desk.library_root)
+    assert saved.library_path == str(filed)
+    assert filed.read_bytes() == Path(output.file_path).read_bytes()
+
+    await desk.pool.execute(
+        "UPDATE outputs SET library_attempts = $2, library_next_at = now() - interval '1 second'"
+        " WHERE id = $1",
+        output.id,
+        MAX_ATTEMPTS - 1,
+    )
+    assert await filer.file_due() == 1  # the last attempt, refused again
+    gave_up = await desk.output(output.id)
+    assert gave_up.library_status is LibraryStatus.FAILED
+    assert gave_up.library_attempts == MAX_ATTEMPTS and gave_up.library_next_at is None
+    assert gave_up.library_path == str(filed)
+    assert gave_up.jellyfin_link is None and gave_up.jellyfin_item_id is None
+    assert media_files(desk.library_root) == [filed]  # resumed from the path: no second copy
+    assert not desk.deliverer.links
+    first, last = logs.lines("library filing will be retried")
+    assert (first["gave_up"], last["gave_up"]) == (False, True)
+    assert f"{endpoint}: {status}" in last["reason"]
+    assert last["library_path"] == str(filed)
+    assert await outs.due_for_library(desk.pool, datetime.now(UTC) + timedelta(days=30)) == []
+
+
+async def test_a_result_refused_on_every_attempt_keeps_its_path_when_filing_gives_up(
+    desk: Desk, jf: RiggedJellyfin
+) -> None:
+    """The give-up itself, with no path stored before (every earlier attempt was refused
+    before it could record one): the failed output still says where the file is."""
+    jf.rig["GET /Items"] = answer(401, text="no")
+    job, output = await desk.done_job()
+    await desk.pool.execute(
+        "UPDATE outputs SET library_attempts = $2 WHERE id = $1", output.id, MAX_ATTEMPTS - 1
+    )
+    output = await desk.output(output.id)
+    assert output.library_path is None
+    saved = await desk.filer(jf.url).file_output(job, output)
+    assert saved is not None and saved.library_status is LibraryStatus.FAILED
+    (filed,) = media_files(desk.library_root)
+    assert saved.library_path == str(filed)
 
 
 async def test_the_api_key_echoed_in_an_error_body_never_reaches_the_logs(
