@@ -156,7 +156,7 @@ class Runtime:
         the delivery of finished jobs, plus the scheduler."""
         from core.jobs.orchestrator import Orchestrator
         from core.library.service import LibraryFiler
-        from core.scheduler import Maintenance
+        from core.scheduler import Maintenance, library_tick_s
 
         filer = LibraryFiler(self.settings, self.database.pool, deliverer)
         self.orchestrator = Orchestrator(self, deliverer=deliverer)
@@ -170,6 +170,7 @@ class Runtime:
             self.settings.data_dir,
             filer,
             rate_limit=(self.settings.rate_limit_per_second, self.settings.rate_limit_burst),
+            library_tick_s=library_tick_s(self.settings.library_retry_s),
         )
         maintenance.start()
         self._stack.callback(maintenance.stop)

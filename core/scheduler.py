@@ -86,11 +86,13 @@ class Maintenance:
         filer: LibraryFiler,
         *,
         rate_limit: tuple[float, int],
+        library_tick_s: float = LIBRARY_TICK_S,
     ) -> None:
         self.db = db
         self.data_dir = data_dir
         self.filer = filer
         self.rate_limit = rate_limit  # (tokens per second, burst) of the users' flood limit
+        self.library_tick_s = library_tick_s
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def start(self) -> None:
@@ -98,7 +100,7 @@ class Maintenance:
         add(
             self._tick,
             "interval",
-            seconds=library_tick_s(self.filer.settings.library_retry_s),
+            seconds=self.library_tick_s,
             args=[1, self.library],
             id="library",
             max_instances=1,

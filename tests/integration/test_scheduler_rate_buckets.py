@@ -9,7 +9,7 @@ from typing import cast
 from core.db import rate_limits
 from core.db.pool import Database
 from core.library.service import LibraryFiler
-from core.scheduler import RATE_BUCKETS_INTERVAL_S, Maintenance
+from core.scheduler import RATE_BUCKETS_INTERVAL_S, Maintenance, library_tick_s
 
 
 async def test_maintenance_forgets_the_buckets_that_are_full_again(
@@ -41,3 +41,8 @@ async def test_the_task_is_scheduled_every_few_minutes(db: Database, tmp_path: P
     finally:
         maintenance.stop()
     assert 60 <= RATE_BUCKETS_INTERVAL_S <= 600
+
+
+def test_the_library_is_checked_every_minute_or_every_retry_delay_when_shorter() -> None:
+    assert library_tick_s(300) == 60
+    assert library_tick_s(1.5) == 1.5
