@@ -8,7 +8,9 @@ Wiring (bot/app.py):
 - `deliver(job, outputs) -> DeliveryReceipt`: images as a photo (the output's Telegram-ready
   `delivery_path` JPEG), videos as a streaming mp4 with its thumbnail, duration and size. The
   caption (scene, characters, seed, soundtrack credit, library link; <= 1024) and the result
-  buttons come from `bot.render`. An image replaces the job's progress message in place
+  buttons come from `bot.render`. A video sent without its soundtrack (it could not be had any
+  more when the video was made: the output's `without_music`) says so and why in place of the
+  credit. An image replaces the job's progress message in place
   (editMessageMedia); a video, or an image whose progress message cannot be edited, is sent as
   a new message replying to the request in the same forum topic, and the progress message is
   deleted. With the chat's `send_original` setting the original file follows as a document.
@@ -303,6 +305,7 @@ class TelegramDeliverer:
             kind=output.kind,
             operation=job.operation,
             soundtrack=soundtrack_credit(job.soundtrack),
+            no_music=output.without_music,
         )
         return caption(info, lang)
 

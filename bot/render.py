@@ -8,7 +8,8 @@
   within Telegram's 1024 characters (UTF-16 code units, after HTML parsing) by trimming the
   scene at a word boundary, never inside an emoji or a combining sequence; right-to-left text
   is isolated. The soundtrack credit (``♪ Title — Artist`` and the store link of an iTunes
-  preview, from `soundtrack_credit(job.soundtrack)`) is never trimmed away.
+  preview, from `soundtrack_credit(job.soundtrack)`) is never trimmed away; neither is the note
+  that replaces it when a video is sent without its soundtrack (`CaptionInfo.no_music`).
 - The callback actions of scene and result buttons, and their keyboards (`bot.keyboards`' codec).
 
 Everything here is HTML for parse_mode="HTML"; user text is escaped by `bot.texts.t`.
@@ -415,6 +416,18 @@ class CaptionInfo:
     kind: JobKind = JobKind.IMAGE
     operation: Operation = Operation.GENERATE
     soundtrack: SoundtrackCredit | None = None
+    # The video is sent without its soundtrack, for this reason (core.music.service's
+    # `MissingReason`; another gets a general why): a note replaces the credit.
+    no_music: str | None = None
+
+
+NO_MUSIC_REASONS = frozenset({"gone", "source_off", "download_failed", "unusable"})
+
+
+def no_music_note(reason: str, lang: str) -> str:
+    """``🔇 Sent without music: <why>.`` (HTML); an unknown reason gets a general why."""
+    key = f"scenes.no_music_{reason}" if reason in NO_MUSIC_REASONS else "scenes.no_music_unknown"
+    return t("scenes.caption_no_music", lang, reason=t_plain(key, lang))
 
 
 def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list[str]:
@@ -435,7 +448,9 @@ def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list
             lines.append(t("scenes.caption_seed", lang, seed=info.seed))
     elif op:
         lines.append(t("scenes.caption_op", lang, op=op))
-    if info.soundtrack is not None:
+    if info.no_music is not None:
+        lines.append(no_music_note(info.no_music, lang))
+    elif info.soundtrack is not None:
         lines.extend(credit_lines(info.soundtrack, lang))
     if info.link:
         lines.append(t("scenes.caption_link", lang, url=info.link))
@@ -444,7 +459,7 @@ def _caption_lines(info: CaptionInfo, scene: str, names: str, lang: str) -> list
 
 def caption(info: CaptionInfo, lang: str, limit: int = CAPTION_LIMIT) -> str:
     """HTML caption of a result, at most `limit` visible UTF-16 units (the scene is trimmed;
-    the seed, the soundtrack credit and the library link are always kept)."""
+    the seed, the soundtrack credit or note and the library link are always kept)."""
     names = trim_text(", ".join(isolate(n) for n in info.characters), NAMES_LIMIT)
     scene = info.scene.strip()
     text = "\n".join(_caption_lines(info, scene, names, lang))

@@ -181,6 +181,7 @@ class Output(Row):
     library_attempts: int
     library_next_at: datetime | None
     library_unreachable: bool = False  # the last filing attempt could not reach Jellyfin
+    without_music: str | None = None  # a video sent without its soundtrack: why (MissingReason)
     created_at: datetime
 
 

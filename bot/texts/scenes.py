@@ -126,6 +126,30 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "🎲 сид <code>{seed}</code> · {op}",
     },
     "scenes.caption_op": {"en": "{op}", "ru": "{op}"},
+    "scenes.caption_no_music": {
+        "en": "🔇 Sent without music: {reason}.",
+        "ru": "🔇 Отправлено без музыки: {reason}.",
+    },
+    "scenes.no_music_gone": {
+        "en": "the music file is no longer available",
+        "ru": "файла с музыкой больше нет",
+    },
+    "scenes.no_music_source_off": {
+        "en": "that music source has been turned off",
+        "ru": "этот источник музыки отключён",
+    },
+    "scenes.no_music_download_failed": {
+        "en": "the song preview could not be downloaded",
+        "ru": "не удалось скачать отрывок песни",
+    },
+    "scenes.no_music_unusable": {
+        "en": "the music file has no sound I can use",
+        "ru": "в файле с музыкой нет звука, который я могу использовать",
+    },
+    "scenes.no_music_unknown": {
+        "en": "the music could not be added",
+        "ru": "музыку не удалось добавить",
+    },
     "scenes.caption_link": {
         "en": '📚 <a href="{url}">Open in the library</a>',
         "ru": '📚 <a href="{url}">Открыть в медиатеке</a>',
@@ -159,6 +183,12 @@ TEXTS: dict[str, dict[str, str]] = {
     "scenes.original_gone": {
         "en": "The original file is no longer stored.",
         "ru": "Исходный файл больше не хранится.",
+    },
+    "scenes.original_refused": {
+        "en": "Telegram refused to send the file here: the topic may be closed, or I may not "
+        "be allowed to send files in this chat.",
+        "ru": "Telegram не дал отправить файл сюда: возможно, тема закрыта или мне нельзя "
+        "отправлять файлы в этот чат.",
     },
     "scenes.original_too_big": {
         "en": "The original is too big to send through Telegram.",

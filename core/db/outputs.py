@@ -11,26 +11,27 @@ from core.db.types import Executor
 from core.models import Generation, JobKind, LibraryStatus, Output
 from core.states import JobState, sources_of
 
-# One output inserted, or replaced when its job redoes that position ($1-$15, `_output_args`);
+# One output inserted, or replaced when its job redoes that position ($1-$16, `_output_args`);
 # `_UPSERT` and `_SAVE_DELIVERING` each add their RETURNING. Constants only: no value is ever
 # spliced into the SQL.
 _UPSERT_OUTPUT = """
 INSERT INTO outputs (generation_id, position, kind, file_path, delivery_path, thumbnail_path,
     mime, size_bytes, sha256, width, height, duration_s, comfy_node, comfy_filename,
-    library_status)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    library_status, without_music)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (generation_id, position) DO UPDATE SET
     kind = EXCLUDED.kind, file_path = EXCLUDED.file_path,
     delivery_path = EXCLUDED.delivery_path, thumbnail_path = EXCLUDED.thumbnail_path,
     mime = EXCLUDED.mime, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
     width = EXCLUDED.width, height = EXCLUDED.height, duration_s = EXCLUDED.duration_s,
-    comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename
+    comfy_node = EXCLUDED.comfy_node, comfy_filename = EXCLUDED.comfy_filename,
+    without_music = EXCLUDED.without_music
 """
 _UPSERT = _UPSERT_OUTPUT + "RETURNING *\n"
 
 # The job's last output saved and the job moved to `delivering`, in one statement (one round
 # trip, one commit): the same as `_UPSERT` followed by `generations.transition(job,
-# DELIVERING, unless_cancelled=True, keep_owner=$17)`, whose SQL `moved` and `history`
+# DELIVERING, unless_cancelled=True, keep_owner=$18)`, whose SQL `moved` and `history`
 # mirror for that one target (keep them in step; a test compares the two ways). `old` locks
 # the job's row first, so a cancel request that got in first is seen and wins (the output is
 # saved either way, as with two statements). The output comes back as one value of the
@@ -45,17 +46,17 @@ _SAVE_DELIVERING = (
     UPDATE generations g SET
         status = 'delivering',
         delivering_at = now(),
-        lease_owner = CASE WHEN $17 THEN lease_owner ELSE NULL END,
+        lease_owner = CASE WHEN $18 THEN lease_owner ELSE NULL END,
         updated_at = now()
     FROM old
-    WHERE g.id = old.id AND old.status = ANY($16::text[]) AND NOT old.cancel_requested
+    WHERE g.id = old.id AND old.status = ANY($17::text[]) AND NOT old.cancel_requested
     RETURNING g.*, old.status AS from_status
 ), history AS (
     INSERT INTO generation_events (generation_id, from_status, to_status, detail)
     SELECT id, from_status, 'delivering', '{}'::jsonb FROM moved
 )
 SELECT moved.*, (SELECT output FROM saved) AS saved_output,
-    CASE WHEN NOT $17 THEN pg_notify('animebot_queue', 'delivering ' || moved.id::text) END
+    CASE WHEN NOT $18 THEN pg_notify('animebot_queue', 'delivering ' || moved.id::text) END
     AS notified
 FROM moved
 """
@@ -80,8 +81,9 @@ def _output_args(
     comfy_node: str | None = None,
     comfy_filename: str | None = None,
     library_enabled: bool = True,
+    without_music: str | None = None,
 ) -> tuple[Any, ...]:
-    """$1-$15 of `_UPSERT` and `_SAVE_DELIVERING`, from an output's fields."""
+    """$1-$16 of `_UPSERT` and `_SAVE_DELIVERING`, from an output's fields."""
     return (
         generation_id,
         position,
@@ -98,6 +100,7 @@ def _output_args(
         comfy_node,
         comfy_filename,
         _library_status(library_enabled).value,
+        without_music,
     )
 
 

@@ -1,7 +1,9 @@
 """Turn one downloaded ComfyUI output into what we keep and what we send.
 
 Images: the original keeps a record of how it was made (PNG text chunks / JPEG comment) and a
-Telegram-ready JPEG is derived. Videos and animations: an H.264/AAC mp4 with a thumbnail.
+Telegram-ready JPEG is derived. Videos and animations: an H.264/AAC mp4 with a thumbnail, with
+the job's soundtrack mixed in when it has one (sent without it when the soundtrack cannot be
+had any more: see `_with_soundtrack`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.comfy.protocol import OutputRef
-from core.errors import InvalidInput, MediaError, MusicError
+from core.logs import get_logger
 from core.media.images import atomic_write, build_telegram_photo, stored_size
 from core.media.metadata import GenerationMeta, embed_metadata_bytes
 from core.media.video import prepare_video
 from core.models import Generation, JobKind
-from core.music.mix import mix_soundtrack
-from core.music.service import MusicService, SoundtrackChoice
+from core.music.mix import UnusableAudio, mix_soundtrack
+from core.music.service import (
+    MissingReason,
+    MusicService,
+    SoundtrackChoice,
+    SoundtrackUnavailable,
+)
 from core.settings import Settings
+
+log = get_logger(__name__)
 
 # Threads for the archive part of images (their tasks never wait for anything).
 _ARCHIVE = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="postprocess-archive")
@@ -48,6 +57,8 @@ class OutputSpec:
     # The delivery file's contents when they are at hand (images): delivery sends them
     # without reading the file back. Not recorded anywhere.
     delivery_bytes: bytes | None = field(default=None, repr=False, compare=False)
+    # A video sent without the job's soundtrack: why (core.music.service.MissingReason).
+    without_music: str | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -85,7 +96,7 @@ async def process_output(
         spec = await _video(source, out_dir / f"{index:02d}_telegram.mp4")
         if job.soundtrack:
             spec = await _with_soundtrack(
-                spec, SoundtrackChoice.from_json(job.soundtrack), settings
+                job, spec, SoundtrackChoice.from_json(job.soundtrack), settings
             )
         return spec
     ext = ref.extension or ".bin"
@@ -155,22 +166,48 @@ def _keep_original(
 
 
 async def _with_soundtrack(
-    spec: OutputSpec, choice: SoundtrackChoice, settings: Settings
+    job: Generation, spec: OutputSpec, choice: SoundtrackChoice, settings: Settings
 ) -> OutputSpec:
     """Mix the chosen soundtrack into the Telegram video (trimmed/padded, faded out, AAC).
+
     A soundtrack that cannot be had any more (its file deleted, MUSIC_DIR or iTunes turned off
-    since it was picked, the preview not downloadable) fails the job with that reason, like a
-    result that cannot be processed: not as an internal error after two retries."""
+    since it was picked, the preview not downloadable, a file without usable sound) does not
+    cost the user the video: it is sent without music, and `without_music` records why (the
+    caption says so in place of the credit). A failing mix of a usable soundtrack (ffmpeg,
+    the disk, a timeout) still fails the job: that is ours to fix, not a change of mind."""
     music = MusicService(settings)
     try:
         audio = await music.fetch(choice)
-    except (MusicError, InvalidInput) as error:
-        raise MediaError(f"soundtrack: {error}", user_message=error.user_message) from error
+    except SoundtrackUnavailable as error:
+        return await _without_soundtrack(job, spec, choice, error.reason, error)
     finally:
         await music.close()
     mixed = spec.delivery_path.with_name(spec.delivery_path.stem + "_music.mp4")
-    result = await mix_soundtrack(spec.delivery_path, audio, mixed)
+    try:
+        result = await mix_soundtrack(spec.delivery_path, audio, mixed)
+    except UnusableAudio as error:
+        return await _without_soundtrack(
+            job, spec, choice, "gone" if error.gone else "unusable", error
+        )
     return replace(spec, delivery_path=result.path)
+
+
+async def _without_soundtrack(
+    job: Generation,
+    spec: OutputSpec,
+    choice: SoundtrackChoice,
+    reason: MissingReason,
+    error: Exception,
+) -> OutputSpec:
+    """The video `spec` goes out as it is, recording why it has no music."""
+    log.warning(
+        "video sent without its soundtrack",
+        job_id=str(job.id),
+        reason=reason,
+        source=choice.source,
+        error=str(error),
+    )
+    return replace(spec, without_music=reason)
 
 
 async def _video(downloaded: Path, dest: Path) -> OutputSpec:

@@ -664,6 +664,7 @@ class JobRunner:
             "comfy_node": ref.node_id,
             "comfy_filename": ref.filename[:255],
             "library_enabled": self.ctx.settings.jellyfin_library_dir is not None,
+            "without_music": spec.without_music,
         }
 
     async def _unless_cancelled(self, work: Coroutine[Any, Any, T]) -> T:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import InvalidInput, MusicError
+from core.errors import InvalidInput, MusicError, describe
 from core.logs import get_logger
 
 log = get_logger(__name__)
@@ -333,7 +333,7 @@ class ITunesClient:
                 body = await _read_capped(response, MAX_ANSWER_BYTES, "iTunes answer")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise MusicError(
-                f"iTunes search failed: {type(error).__name__}: {error}",
+                f"iTunes search failed: {describe(error)}",
                 user_message="Music search is not reachable right now.",
             ) from error
         try:
@@ -357,7 +357,7 @@ class ITunesClient:
                 data = await _read_capped(response, self.preview_max_bytes, "preview")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise MusicError(
-                f"preview download failed: {type(error).__name__}: {error}",
+                f"preview download failed: {describe(error)}",
                 user_message="The song preview could not be downloaded.",
             ) from error
         if not data:

@@ -27,6 +27,16 @@ log = get_logger(__name__)
 FADE_OUT_S = 2.0
 AUDIO_BITRATE = "160k"
 _FAILED = "The soundtrack could not be added to the video."
+_NO_SOUND = "The music file has no sound I can use."
+
+
+class UnusableAudio(MediaError):
+    """The soundtrack's file cannot be used: `gone` (deleted since it was fetched), unreadable,
+    or without an audio stream. The video and the mix itself are not at fault."""
+
+    def __init__(self, message: str, *, gone: bool = False) -> None:
+        super().__init__(message, user_message=_NO_SOUND)
+        self.gone = gone
 
 
 @dataclass(frozen=True)
@@ -106,19 +116,22 @@ async def mix_soundtrack(
     timeout_s: float = 300.0,
     ffmpeg: str | Path | None = None,
 ) -> MixResult:
-    """Write `dest`: `video`'s picture with `audio` as its only soundtrack (see module doc)."""
+    """Write `dest`: `video`'s picture with `audio` as its only soundtrack (see module doc).
+    `UnusableAudio` when the audio cannot be used; `MediaError` for any other failure (the
+    video, ffmpeg)."""
     video, audio, dest = Path(video), Path(audio), Path(dest)
     video_info = await probe(video, ffmpeg=ffmpeg, timeout_s=timeout_s, count_frames=False)
     if video_info.kind != "video" or video_info.animated:
         raise MediaError(f"{video.name} is not a video file", user_message=_FAILED)
     if not video_info.duration_s:
         raise MediaError(f"{video.name}: unknown duration", user_message=_FAILED)
-    audio_info = await probe(audio, ffmpeg=ffmpeg, timeout_s=timeout_s, count_frames=False)
+    try:
+        audio_info = await probe(audio, ffmpeg=ffmpeg, timeout_s=timeout_s, count_frames=False)
+    except MediaError as error:  # (ffmpeg itself works: it has just read the video)
+        gone = not await asyncio.to_thread(audio.is_file)
+        raise UnusableAudio(f"soundtrack {error}", gone=gone) from error
     if audio_info.audio_codec is None:
-        raise MediaError(
-            f"{audio.name} has no audio stream",
-            user_message="The music file has no sound I can use.",
-        )
+        raise UnusableAudio(f"{audio.name} has no audio stream")
     plan = soundtrack_filter(video_info.duration_s, audio_info.duration_s, fade_s)
     await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     part = dest.parent / f".{dest.stem}.{uuid.uuid4().hex[:8]}.part.mp4"

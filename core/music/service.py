@@ -3,7 +3,9 @@
 Three sources: the configured local folder (MUSIC_DIR), 30-second iTunes previews (opt-in with
 ITUNES_ENABLED, because Apple's terms restrict their use; always credited), and an audio file
 the user sends. A choice is a small JSON-able value stored on the job; `fetch` turns it into a
-local file when the video is post-processed.
+local file when the video is post-processed. A choice that cannot be had any more by then
+raises `SoundtrackUnavailable`, naming why (`MissingReason`): the video is then sent without
+music, with that reason in its caption.
 """
 
 from __future__ import annotations
@@ -24,8 +26,24 @@ from core.settings import Settings
 log = get_logger(__name__)
 
 Source = Literal["itunes", "local", "upload"]
+# Why a video goes out without its soundtrack (the caption's note is chosen by it):
+# gone: the file was deleted (the local file, the user's upload) or the folder is missing;
+# source_off: MUSIC_DIR or ITUNES_ENABLED was turned off after the choice;
+# download_failed: the iTunes preview could not be downloaded;
+# unusable: the audio file cannot be read or has no sound (found when mixing).
+MissingReason = Literal["gone", "source_off", "download_failed", "unusable"]
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 _AUDIO_SUFFIXES = {".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac"}
+
+
+class SoundtrackUnavailable(MusicError):
+    """The chosen soundtrack cannot be had (any more); `reason` says why."""
+
+    def __init__(
+        self, message: str, reason: MissingReason, *, user_message: str | None = None
+    ) -> None:
+        super().__init__(message, user_message=user_message)
+        self.reason: MissingReason = reason
 
 
 @dataclass(frozen=True)
@@ -122,20 +140,35 @@ class MusicService:
         return SoundtrackChoice("upload", name, title)
 
     async def fetch(self, choice: SoundtrackChoice) -> Path:
-        """A local audio file for the choice (downloads and caches iTunes previews)."""
+        """A local audio file for the choice (downloads and caches iTunes previews).
+        `SoundtrackUnavailable` when it cannot be had any more (see `MissingReason`)."""
         if choice.source == "local":
             if self.local is None:
-                raise MusicError("MUSIC_DIR is not set any more")
-            return (await self.local.aresolve(choice.key)).path
+                raise SoundtrackUnavailable("MUSIC_DIR is not set any more", "source_off")
+            try:
+                return (await self.local.aresolve(choice.key)).path
+            except (InvalidInput, MusicError) as error:  # deleted, or the folder is missing
+                raise SoundtrackUnavailable(
+                    f"local soundtrack unavailable: {error}",
+                    "gone",
+                    user_message=error.user_message,
+                ) from error
         if choice.source == "upload":
             path = self.dir / "uploads" / Path(choice.key).name
             if not path.is_file():
-                raise MusicError(f"uploaded soundtrack {choice.key} is gone")
+                raise SoundtrackUnavailable(f"uploaded soundtrack {choice.key} is gone", "gone")
             return path
         cached = self.dir / "itunes" / f"{int(choice.key)}.m4a"
         if cached.is_file():
             return cached
-        if self.itunes is None or not choice.preview_url:
-            raise MusicError("iTunes previews are not enabled")
+        if self.itunes is None:
+            raise SoundtrackUnavailable("iTunes previews are not enabled", "source_off")
+        if not choice.preview_url:
+            raise SoundtrackUnavailable(f"iTunes track {choice.key} has no preview", "gone")
         await asyncio.to_thread(cached.parent.mkdir, parents=True, exist_ok=True)
-        return await self.itunes.download_preview(choice.preview_url, cached)
+        try:
+            return await self.itunes.download_preview(choice.preview_url, cached)
+        except MusicError as error:
+            raise SoundtrackUnavailable(
+                str(error), "download_failed", user_message=error.user_message
+            ) from error

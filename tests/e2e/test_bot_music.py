@@ -20,7 +20,7 @@ from core.media.probe import probe
 from core.models import Generation, JobKind
 from core.service import Actor
 from tests.e2e.conftest import MakeBot
-from tests.e2e.harness import BotHarness, Sent, buttons
+from tests.e2e.harness import BotHarness, Logs, Sent, buttons
 from tests.e2e.test_bot_scenes import (
     job_of,
     jobs_of,
@@ -191,6 +191,52 @@ async def test_local_file_after_the_character_picker(
     job = await finished_job(bot, chat, video)
     assert job.character_ids == [aiko.id]
     assert job.soundtrack is not None and job.soundtrack["source"] == "local"
+
+
+async def test_a_soundtrack_deleted_before_the_mix_sends_the_video_without_music(
+    make_bot: MakeBot,
+    fake_comfy: FakeComfyUI,
+    fake_itunes: FakeITunes,
+    tmp_path: Path,
+    logs: Logs,
+) -> None:
+    """The picked file is deleted before the video is mixed: the user still gets the video,
+    whose caption says it is sent without music and why (in the user's language) instead of
+    crediting the song; the warning names the job. Before, the job failed."""
+    install_models(fake_comfy)
+    library = tmp_path / "music"
+    library.mkdir()
+    song = tone(library / "Fading Echo.mp3", 3.0)
+    bot = await make_bot(music_dir=library, itunes_enabled=True, itunes_base_url=fake_itunes.url)
+    boris = bot.fake.user("Boris", language_code="ru")
+    for user, note in (
+        (bot.fake.user("Alice"), "🔇 Sent without music: the music file is no longer available."),
+        (boris, "🔇 Отправлено без музыки: файла с музыкой больше нет."),
+    ):
+        _, chat, _ = await person(bot, user.first_name, user=user)
+        tone(song, 3.0)  # (again, for the second user)
+        sent = bot.send(chat, user, '/video echo in a canyon --length 2s --music "fading"')
+        chooser = await bot.wait_reply(sent, where=lambda m: bool(buttons(m)))
+        song.unlink()  # picked from the chooser, gone before the video is made
+        query = bot.click(chat, user, chooser, "Fading Echo")
+        await bot.wait_toast(query)
+        video = await wait_video(bot, sent)
+        lines = (video.caption or "").splitlines()
+        assert lines[0] == "echo in a canyon" and lines[-1] == note
+        assert not any("Fading Echo" in line for line in lines)
+        job = await finished_job(bot, chat, video)
+        assert job.soundtrack is not None and job.soundtrack["title"] == "Fading Echo"
+        [out] = await bot.service.outputs(job.id)
+        assert Path(out.delivery_path or "").name == "00_telegram.mp4"  # the unmixed video
+        assert video.media_file_id is not None
+        assert (
+            bot.fake.file_bytes(video.media_file_id) == Path(out.delivery_path or "").read_bytes()
+        )
+        [line] = [
+            x for x in logs.of("video sent without its soundtrack") if x["job_id"] == str(job.id)
+        ]
+        assert line["level"] == "warning" and line["reason"] == "gone"
+    assert not logs.crashes()
 
 
 async def test_the_chooser_is_stored_before_it_is_shown(

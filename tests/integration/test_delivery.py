@@ -587,6 +587,40 @@ async def test_library_link_is_added_to_the_caption(world: World) -> None:
     assert link in call.params["caption"]
 
 
+async def test_a_video_without_its_soundtrack_says_why_also_with_the_library_link(
+    world: World, sample_video: Path
+) -> None:
+    """Post-processing sent the plain video (the preview could not be downloaded) and recorded
+    why: the caption says so in place of the credit, and keeps saying so once the library link
+    is added."""
+    job = await world.delivering(await world.job(kind=JobKind.VIDEO, scene="Aiko waving"))
+    output = await world.video_output(job, sample_video)
+    plain = world.tmp / str(job.id) / "00_telegram.mp4"
+    plain.write_bytes(sample_video.read_bytes())
+    await world.db.pool.execute(
+        "UPDATE outputs SET delivery_path = $2, without_music = 'download_failed' WHERE id = $1",
+        output.id,
+        str(plain),
+    )
+    song = {"source": "itunes", "key": "42", "title": "Sakura Song", "artist": "Hana"}
+    with_song = {"soundtrack": song}
+    job = (await world.reload(job)).model_copy(update=with_song)
+    output = (await world.service.outputs(job.id))[0]
+    note = "🔇 Sent without music: the song preview could not be downloaded."
+
+    receipt = await world.deliverer.deliver(job, [output])
+
+    assert receipt.message_id is not None
+    msg = world.fake.message(world.chat.id, receipt.message_id)
+    assert msg.caption is not None and msg.caption.splitlines()[-1] == note
+    assert "Sakura" not in msg.caption
+    await gen_db.record_delivery(world.db.pool, job.id, result_message_id=receipt.message_id)
+    job = (await world.reload(job)).model_copy(update=with_song)
+    await world.deliverer.library_linked(job, output, "https://media.example.org/x")
+    assert msg.caption is not None
+    assert msg.caption.splitlines()[-2:] == [note, "📚 Open in the library"]
+
+
 async def test_library_link_survives_a_blocked_chat(world: World) -> None:
     job = await world.delivering(await world.job())
     output = await world.image_output(job)

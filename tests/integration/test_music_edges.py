@@ -18,8 +18,13 @@ from PIL import Image
 from core.errors import InvalidInput, MediaError, MusicError
 from core.media.runner import run_ffmpeg
 from core.music.itunes import ITunesClient
-from core.music.mix import mix_soundtrack
-from core.music.service import UPLOAD_MAX_BYTES, MusicService, SoundtrackChoice
+from core.music.mix import UnusableAudio, mix_soundtrack
+from core.music.service import (
+    UPLOAD_MAX_BYTES,
+    MusicService,
+    SoundtrackChoice,
+    SoundtrackUnavailable,
+)
 from core.settings import Settings
 
 SearchMode = Literal["ok", "garbage", "500", "hang"]
@@ -239,22 +244,56 @@ async def test_a_cached_preview_is_used_without_asking_itunes(
     assert apple.preview_calls == 1
 
 
+async def test_a_preview_that_cannot_be_downloaded_names_the_download(
+    apple: MisbehavingITunes, client: ITunesClient, tmp_path: Path
+) -> None:
+    service = MusicService(_settings(tmp_path), itunes=client)
+    (choice,) = await service.search("sakura")
+    apple.preview = "empty"
+    with pytest.raises(SoundtrackUnavailable) as caught:
+        await service.fetch(choice)
+    assert caught.value.reason == "download_failed"
+    assert str(caught.value) == "preview download was empty"
+    assert not (tmp_path / "data" / "music" / "itunes" / "42.m4a").exists()
+
+
 @pytest.mark.parametrize(
-    ("source", "key", "preview", "itunes", "message"),
+    ("source", "key", "preview", "itunes", "message", "reason"),
     [
-        ("local", "Sakura Theme.mp3", None, False, "MUSIC_DIR is not set any more"),
-        ("upload", "3f2a.mp3", None, False, "uploaded soundtrack 3f2a.mp3 is gone"),
-        ("upload", "../secret.mp3", None, False, "uploaded soundtrack ../secret.mp3 is gone"),
-        ("itunes", "42", "https://audio.example/42.m4a", False, "iTunes previews are not enabled"),
-        ("itunes", "43", None, True, "iTunes previews are not enabled"),
+        ("local", "Sakura Theme.mp3", None, False, "MUSIC_DIR is not set any more", "source_off"),
+        ("upload", "3f2a.mp3", None, False, "uploaded soundtrack 3f2a.mp3 is gone", "gone"),
+        (
+            "upload",
+            "../secret.mp3",
+            None,
+            False,
+            "uploaded soundtrack ../secret.mp3 is gone",
+            "gone",
+        ),
+        (
+            "itunes",
+            "42",
+            "https://audio.example/42.m4a",
+            False,
+            "iTunes previews are not enabled",
+            "source_off",
+        ),
+        ("itunes", "43", None, True, "iTunes track 43 has no preview", "gone"),
     ],
     ids=["music-dir-unset", "upload-gone", "upload-outside", "itunes-disabled", "no-preview-url"],
 )
 async def test_fetch_of_a_source_that_went_away_is_a_music_error(
-    tmp_path: Path, source: str, key: str, preview: str | None, itunes: bool, message: str
+    tmp_path: Path,
+    source: str,
+    key: str,
+    preview: str | None,
+    itunes: bool,
+    message: str,
+    reason: str,
 ) -> None:
     """A job keeps its soundtrack choice while it waits for the GPU; meanwhile the operator may
-    unset MUSIC_DIR or ITUNES_ENABLED, or the upload may be cleaned up."""
+    unset MUSIC_DIR or ITUNES_ENABLED, or the upload may be cleaned up. The error names why
+    (the video is then sent without music, saying so)."""
     settings = _settings(tmp_path)
     (settings.data_dir / "music").mkdir(parents=True)
     (settings.data_dir / "music" / "secret.mp3").write_bytes(b"ID3")  # not an upload
@@ -262,11 +301,12 @@ async def test_fetch_of_a_source_that_went_away_is_a_music_error(
     service = MusicService(settings, itunes=client)
     choice = SoundtrackChoice(source, key, "Song", preview_url=preview)  # type: ignore[arg-type]
     try:
-        with pytest.raises(MusicError) as caught:
+        with pytest.raises(SoundtrackUnavailable) as caught:
             await service.fetch(choice)
     finally:
         await service.close()
-    assert str(caught.value) == message
+    assert isinstance(caught.value, MusicError)
+    assert str(caught.value) == message and caught.value.reason == reason
     assert caught.value.user_message == "The music source is not available."
     assert _files(settings.data_dir) == ["music/secret.mp3"]
 
@@ -278,9 +318,15 @@ async def test_fetch_of_a_local_file_deleted_since_it_was_chosen(tmp_path: Path)
     service = MusicService(_settings(tmp_path, music))
     (choice,) = await service.search("sakura")
     (music / "Sakura Theme.mp3").unlink()
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(SoundtrackUnavailable) as caught:
         await service.fetch(choice)
+    assert caught.value.reason == "gone"
     assert caught.value.user_message == "That music file cannot be used."
+    music.rmdir()  # the whole folder gone (unmounted)
+    with pytest.raises(SoundtrackUnavailable) as caught:
+        await service.fetch(choice)
+    assert caught.value.reason == "gone"
+    assert caught.value.user_message == "The local music folder is not available."
 
 
 # --------------------------------------------------------------------------- mixing
@@ -328,9 +374,29 @@ async def test_a_music_file_without_sound_is_explained_to_the_user(tmp_path: Pat
     (choice,) = await service.search("silent")
     audio = await service.fetch(choice)
     out = tmp_path / "out"
-    with pytest.raises(MediaError) as caught:
+    with pytest.raises(UnusableAudio) as caught:
         await mix_soundtrack(video, audio, out / "video_music.mp4")
     assert str(caught.value) == "Silent Theme.m4a has no audio stream"
+    assert caught.value.user_message == "The music file has no sound I can use."
+    assert not caught.value.gone
+    assert not out.exists()
+
+
+async def test_a_music_file_gone_or_unreadable_at_the_mix_is_unusable_audio(
+    tmp_path: Path,
+) -> None:
+    """The audio fails its probe (deleted after the fetch, or not audio at all): the audio is
+    at fault, not the video or ffmpeg (`UnusableAudio`, `gone` when the file is missing)."""
+    video = await _silent_video(tmp_path / "video.mp4")
+    out = tmp_path / "out"
+    with pytest.raises(UnusableAudio) as caught:
+        await mix_soundtrack(video, tmp_path / "deleted.mp3", out / "video_music.mp4")
+    assert caught.value.gone
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"ID3" + bytes(500))
+    with pytest.raises(UnusableAudio) as caught:
+        await mix_soundtrack(video, junk, out / "video_music.mp4")
+    assert not caught.value.gone
     assert caught.value.user_message == "The music file has no sound I can use."
     assert not out.exists()
 

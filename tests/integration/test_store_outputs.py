@@ -81,6 +81,7 @@ async def test_save_list_get_redo_and_checks(db: Database) -> None:
     assert first.library_status is LibraryStatus.PENDING
     assert first.library_attempts == 0 and first.library_next_at is None
     assert first.telegram_file_id is None and first.telegram_message_id is None
+    assert first.without_music is None
     assert await outs.get_output(db.pool, first.id) == first
     assert await outs.get_output(db.pool, uuid.uuid4()) is None
 
@@ -385,11 +386,14 @@ async def test_save_output_delivering_is_save_output_then_the_transition(
 @pytest.mark.usefixtures("world")
 async def test_save_output_delivering_replaces_a_redone_output(db: Database) -> None:
     job = await _postprocessing(db)
-    before = await outs.save_output(db.pool, **{**_output_fields(job.id), "sha256": SHA1})
+    first = {**_output_fields(job.id), "sha256": SHA1, "without_music": "gone"}
+    before = await outs.save_output(db.pool, **first)
+    assert before.without_music == "gone"
 
     _job_row, output = await outs.save_output_delivering(db.pool, **_output_fields(job.id))
 
     assert output.id == before.id and output.sha256 == SHA2
+    assert output.without_music is None  # the redo got its music: no stale note
     assert await outs.list_outputs(db.pool, job.id) == [output]
 
 

@@ -141,6 +141,51 @@ def test_pathological_caption_keeps_the_credit() -> None:
     assert "♪ Song — Band" in plain(text) and "Слушать в Apple Music" in plain(text)
 
 
+@pytest.mark.parametrize(
+    ("reason", "english", "russian"),
+    [
+        ("gone", "the music file is no longer available", "файла с музыкой больше нет"),
+        ("source_off", "that music source has been turned off", "этот источник музыки отключён"),
+        (
+            "download_failed",
+            "the song preview could not be downloaded",
+            "не удалось скачать отрывок песни",
+        ),
+        (
+            "unusable",
+            "the music file has no sound I can use",
+            "в файле с музыкой нет звука, который я могу использовать",
+        ),
+        ("unknown", "the music could not be added", "музыку не удалось добавить"),
+        ("<b>whatever</b>", "the music could not be added", "музыку не удалось добавить"),
+    ],
+)
+def test_a_video_sent_without_its_soundtrack_says_why_in_place_of_the_credit(
+    reason: str, english: str, russian: str
+) -> None:
+    credit = soundtrack_credit(ITUNES.to_json())
+    text = caption(video("petals falling", credit, no_music=reason), "en")
+    assert plain(text).splitlines() == [
+        "petals falling",
+        "🎲 seed 42",
+        f"🔇 Sent without music: {english}.",
+    ]
+    assert "Sakura" not in text and "href" not in text
+    assert plain(caption(video("x", credit, no_music=reason), "ru")).splitlines()[-1] == (
+        f"🔇 Отправлено без музыки: {russian}."
+    )
+
+
+def test_the_no_music_note_survives_trimming() -> None:
+    link = "https://media.example.org/web/index.html#!/details?id=" + "f" * 32
+    info = video("word " * 700, SoundtrackCredit("Song"), no_music="gone", link=link)
+    text = caption(info, "en")
+    assert visible_len(text) <= CAPTION_LIMIT
+    lines = plain(text).splitlines()
+    assert lines[-2] == "🔇 Sent without music: the music file is no longer available."
+    assert lines[-1] == "📚 Open in the library"
+
+
 # -- the chooser -----------------------------------------------------------------------------------
 
 
