@@ -48,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core.db import generations as gen_db
+from core.errors import describe
 from core.events import EventBus, JobEvent
 from core.logs import get_logger
 from core.models import Generation, JobKind
@@ -241,7 +242,7 @@ class Metrics:
                     await gen_db.in_flight_by_backend(pool),
                 )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-            log.warning("metrics: database unreachable", error=f"{type(error).__name__}: {error}")
+            log.warning("metrics: database unreachable", error=describe(error))
             counts = None
         health = await backend_health()
         if counts is None:

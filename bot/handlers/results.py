@@ -7,6 +7,10 @@ progress message replying to the result. Under a progress message: Cancel (bot.r
 
 Only the requester may press them (others get "this is not your request"); forged or outdated
 data gets a toast; refusals from core show their user message; nothing raises into the chat.
+Original: a file that is gone or too big, and a document Telegram refuses for good (a closed
+forum topic, no right to send files, no access: BadRequest / Forbidden) each get their own
+alert; a flood wait or a network error after the rate limiter's retries reaches the global
+error handler (the "something went wrong" alert, logged with a reference).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from telegram import InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest
+from telegram.error import BadRequest, Forbidden
 from telegram.ext import Application, CallbackQueryHandler
 
 from bot import keyboards as kb
@@ -32,7 +36,7 @@ from bot.context import (
     toast,
     who,
 )
-from bot.delivery import Undeliverable, has_original, primary_output, send_original
+from bot.delivery import Undeliverable, has_original, send_original
 from bot.live import live_for
 from bot.render import (
     ANIMATE,
@@ -49,6 +53,7 @@ from bot.render import (
 )
 from bot.texts import t_plain
 from core.errors import AnimeBotError, NotFound
+from core.jobs.delivery import primary_output
 from core.logs import get_logger
 from core.models import Generation, JobKind
 from core.service import JobTicket
@@ -241,6 +246,16 @@ async def original(
         log.info("original not sent", job_id=str(job.id), reason=str(error))
         key = "scenes.original_too_big" if "big" in str(error) else "scenes.original_gone"
         await toast(update, t_plain(key, asker.lang), alert=True)
+        return
+    except (BadRequest, Forbidden) as error:  # for good (RetryAfter, NetworkError: not caught)
+        log.warning(
+            "original refused by telegram",
+            job_id=str(job.id),
+            chat_id=message.chat_id,
+            error=error.message,
+            kind=type(error).__name__,
+        )
+        await toast(update, t_plain("scenes.original_refused", asker.lang), alert=True)
         return
     live_for(runtime_of(context), context.bot).note_message(message.chat_id)
     await toast(update)

@@ -1,7 +1,8 @@
 """Edges of the buttons under a result (see test_bot_results.py for the main paths): "use as
 reference" without characters, double taps Telegram answers "not modified", a result whose
 message was deleted meanwhile, buttons carrying a job of another chat (a forwarded result), a
-video or a message that is no result, an original file that is gone or too big. The real bot
+video or a message that is no result, an original file that is gone or too big or that
+Telegram refuses (a closed topic, no right to send files) or cannot take now. The real bot
 against the fake Bot API, the fake ComfyUI and a real PostgreSQL."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from core.states import JobState
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness, button_data, handled
 from tests.e2e.test_bot_results import first_result
-from tests.e2e.test_bot_scenes import RESULT_LABELS, job_of, person
+from tests.e2e.test_bot_scenes import RESULT_LABELS, job_of, person, wait_result
 from tests.e2e.test_bot_scenes_edges import (
     Logs,
     assert_no_crash,
@@ -41,6 +42,14 @@ NOT_A_RESULT = "I cannot find the job of this message any more."
 NO_IMAGE = "This result has no picture to use."
 GONE = "The original file is no longer stored."
 TOO_BIG = "The original is too big to send through Telegram."
+REFUSED = (
+    "Telegram refused to send the file here: the topic may be closed, or I may not be allowed "
+    "to send files in this chat."
+)
+REFUSED_RU = (
+    "Telegram не дал отправить файл сюда: возможно, тема закрыта или мне нельзя отправлять "
+    "файлы в этот чат."
+)
 PICK = "Which character should use this picture as a reference?"
 
 
@@ -243,3 +252,93 @@ async def test_original_is_answered_without_a_text(studio: BotHarness, logs: Log
     assert bot.fake.callback_answers[query]["text"] is None
     await bot.fake.wait_for(lambda: bot.fake.calls_of("sendDocument"), what="the document")
     assert_no_crash(bot, logs)
+
+
+async def test_original_in_a_closed_forum_topic_gets_its_own_alert(
+    studio: BotHarness, logs: Logs
+) -> None:
+    """The result's topic was closed: Telegram refuses the document (TOPIC_CLOSED). The user is
+    told Telegram refused it here, not "something went wrong"; the refusal is logged with the
+    job; the result keeps its buttons and a later press works."""
+    bot = studio
+    alice = bot.fake.user("Alice")
+    forum = bot.fake.forum("Studio", members=[alice])
+    topic = bot.fake.add_topic(forum, "Renders")
+    await person(bot, "Alice", "Aiko", user=alice, chat=forum)
+    sent = bot.send(forum, alice, "/image@AnimeStudioTestBot Aiko in the rain", thread_id=topic)
+    result = await bot.wait_reply(sent, contains="waiting in line")
+    await wait_result(bot, result)
+    job = await job_of(bot, forum, result)
+    bot.fake.fail_next("sendDocument", kind=400, description="Bad Request: TOPIC_CLOSED")
+
+    query = bot.click(forum, alice, result, "Original")
+    assert await bot.wait_toast(query) == REFUSED
+    assert is_alert(bot, query)
+    await handled()
+    [call] = bot.fake.calls_of("sendDocument")
+    assert call.error == "Bad Request: TOPIC_CLOSED"
+    assert call.params.get("message_thread_id") == topic
+    [line] = logs.of("original refused by telegram")
+    assert line["job_id"] == str(job.id) and line["level"] == "warning"
+    assert line["error"] == "Topic_closed" and line["kind"] == "BadRequest"  # as PTB says it
+    assert labels(result) == RESULT_LABELS
+
+    query = bot.click(forum, alice, result, "Original")  # the topic is open again
+    assert await bot.wait_toast(query) == ""
+    await bot.fake.wait_for(lambda: len(bot.fake.calls_of("sendDocument")) == 2, what="a retry")
+    assert bot.fake.calls_of("sendDocument")[-1].error is None
+    assert_no_crash(bot, logs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "description", "lang"),
+    [
+        (400, "Bad Request: not enough rights to send documents to the chat", "en"),
+        (403, "Forbidden: bot was kicked from the supergroup chat", "en"),
+        (400, "Bad Request: not enough rights to send documents to the chat", "ru"),
+    ],
+    ids=["no-rights", "forbidden", "no-rights-ru"],
+)
+async def test_original_telegram_refuses_for_good_gets_its_own_alert(
+    studio: BotHarness, logs: Logs, kind: int, description: str, lang: str
+) -> None:
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+    job = await job_of(bot, chat, result)
+    bot.fake.fail_next("sendDocument", kind=kind, description=description)
+    alice.language_code = lang  # (the result's buttons stay as they were shown)
+
+    query = bot.click(chat, alice, result, "Original")
+    assert await bot.wait_toast(query) == (REFUSED if lang == "en" else REFUSED_RU)
+    assert is_alert(bot, query)
+    await handled()
+    [line] = logs.of("original refused by telegram")
+    assert line["job_id"] == str(job.id)
+    assert line["error"].lower() in description.lower()  # (PTB drops "Bad Request: ")
+    assert line["kind"] == ("BadRequest" if kind == 400 else "Forbidden")
+    assert_no_crash(bot, logs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "n"), [(502, 1), (429, 3)], ids=["network-error", "flood-wait-after-retries"]
+)
+async def test_original_when_telegram_cannot_take_it_now_keeps_the_error_alert(
+    studio: BotHarness, logs: Logs, kind: int, n: int
+) -> None:
+    """A network error, or a flood wait still there after the rate limiter's two retries, is
+    not a refusal: as before, the global error handler logs it with a reference and the
+    user gets "something went wrong" (pressing again later may work)."""
+    bot = studio
+    alice, chat, _ = await person(bot, "Alice", "Aiko")
+    _, result = await first_result(bot, chat, alice)
+    bot.fake.fail_next("sendDocument", n=n, kind=kind, retry_after=1)
+
+    query = bot.click(chat, alice, result, "Original")
+    toast = await bot.wait_toast(query, timeout=15)
+    assert toast.startswith("Sorry, something went wrong on my side. Reference: ")
+    await handled()
+    assert len(bot.fake.calls_of("sendDocument")) == n
+    assert not logs.of("original refused by telegram")
+    [crash] = logs.crashes()
+    assert toast.endswith(crash["ref"])
