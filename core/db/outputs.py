@@ -217,6 +217,26 @@ async def record_library(
     return None if row is None else Output.from_record(row)
 
 
+async def claim_for_library(
+    db: Executor, output_id: UUID, now: datetime, lease_until: datetime
+) -> bool:
+    """Take a due output for one filing attempt: its next attempt moves to `lease_until`
+    (when a process that died mid-attempt is retried), so no other attempt starts meanwhile.
+    False when it is not due (another process or task took it, or it is complete). The
+    attempt's outcome (`record_library`) sets the real next attempt."""
+    taken = await db.fetchval(
+        "UPDATE outputs SET library_next_at = $3, library_unreachable = false"
+        " WHERE id = $1 AND ("
+        "   (library_status = 'pending' AND (library_next_at IS NULL OR library_next_at <= $2))"
+        "   OR (library_status = 'filed' AND library_next_at <= $2))"
+        " RETURNING true",
+        output_id,
+        now,
+        lease_until,
+    )
+    return bool(taken)
+
+
 async def waiting_for_jellyfin(db: Executor, now: datetime) -> bool:
     """Whether some output waits for a later attempt because Jellyfin could not be reached."""
     return bool(

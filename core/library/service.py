@@ -66,7 +66,7 @@ class LibraryFiler:
         if not self.enabled:
             return
         for output in await out_db.list_outputs(self.db, job.id):
-            if output.library_status in (LibraryStatus.PENDING, LibraryStatus.FILED):
+            if await self._claim(output):
                 await self.file_output(job, output)
 
     async def file_due(self) -> int:
@@ -75,11 +75,28 @@ class LibraryFiler:
             return 0
         await self.resume_if_back()
         due = await out_db.due_for_library(self.db, datetime.now(UTC))
+        tried = 0
         for output in due:
             job = await gen_db.get_generation(self.db, output.generation_id)
-            if job is not None:
+            if job is not None and await self._claim(output):
                 await self.file_output(job, output)
-        return len(due)
+                tried += 1
+        return tried
+
+    async def _claim(self, output: Output) -> bool:
+        """Take a due output for one attempt, so that the filing right after a delivery and
+        the scheduler's (in any process) never write the same file twice at once."""
+        now = datetime.now(UTC)
+        return await out_db.claim_for_library(
+            self.db, output.id, now, now + timedelta(seconds=self._attempt_bound_s())
+        )
+
+    def _attempt_bound_s(self) -> float:
+        """The longest one attempt can take: the library lookup and notification, the wait
+        for the item to be indexed (each lookup with its timeout), and the copy."""
+        s = self.settings
+        per_lookup = s.jellyfin_scan_interval_s + s.jellyfin_timeout_s
+        return 4 * s.jellyfin_timeout_s + s.jellyfin_scan_attempts * per_lookup + 60
 
     async def resume_if_back(self) -> int:
         """When outputs wait because Jellyfin could not be reached and it answers again (any

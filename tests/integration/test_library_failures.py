@@ -812,3 +812,33 @@ async def test_a_failing_library_tick_is_logged_and_frees_its_lock(
         assert await run_exclusive(other, 1, lambda: asyncio.sleep(0)) is True
     finally:
         await other.close()
+
+
+async def test_the_filing_after_delivery_and_the_schedulers_never_run_at_once(
+    desk: Desk, jf: RiggedJellyfin
+) -> None:
+    """The scheduler's tick can find a just-delivered output due while the delivery's own
+    filing of it runs (in this process or another). Each attempt first takes the output: one
+    attempt, one copy; the other finds it taken and leaves it."""
+    job, output = await desk.done_job()
+    filer, other = desk.filer(jf.url), desk.filer(jf.url)
+
+    await asyncio.gather(filer.file_job(job), other.file_due())
+
+    filed = await desk.output(output.id)
+    assert filed.library_status is LibraryStatus.LINKED and filed.library_attempts == 1
+    assert len(media_files(desk.library_root)) == 1
+    assert len(desk.deliverer.links) == 1  # one link, one caption edit
+
+
+async def test_an_attempt_cut_short_by_a_dead_process_is_retried_after_its_lease(
+    desk: Desk, jf: RiggedJellyfin
+) -> None:
+    _job, output = await desk.done_job()
+    now = datetime.now(UTC)
+    lease = now + timedelta(minutes=5)
+    assert await outs.claim_for_library(desk.pool, output.id, now, lease)
+    # the process dies here: nothing is due until the lease ends
+    assert not await outs.claim_for_library(desk.pool, output.id, now, lease)
+    assert await desk.filer(jf.url).file_due() == 0
+    assert await outs.claim_for_library(desk.pool, output.id, lease, lease + timedelta(minutes=5))
