@@ -27,7 +27,7 @@ from core.db import people
 from core.errors import LibraryError
 from core.jobs.delivery import Deliverer
 from core.library.filing import FiledResult, FilingPending, FilingRefused, ScanWait, file_output
-from core.library.jellyfin import JellyfinClient, LibraryRequestError, LibraryUnavailable
+from core.library.jellyfin import JellyfinClient, LibraryUnavailable
 from core.library.layout import FilingMetadata, LayoutSettings, map_path, parse_path_map
 from core.logs import bind_context, clear_context, get_logger
 from core.models import Generation, LibraryStatus, Output
@@ -175,7 +175,8 @@ class LibraryFiler:
 
     async def _ensure_library(self, client: JellyfinClient) -> LibraryError | None:
         """Find the library (or create it when JELLYFIN_CREATE_LIBRARY allows) once. The error
-        when Jellyfin is down or has no such library (then the file is kept, linked later)."""
+        when Jellyfin is down, refuses the key or has no such library (then the file is kept,
+        linked later)."""
         if self.library_id is not None:
             return None
         seen_as = map_path(str(self.layout.root), self.layout.path_map)
@@ -185,7 +186,7 @@ class LibraryFiler:
                 seen_as,
                 create=self.settings.jellyfin_create_library,
             )
-        except (LibraryRequestError, LibraryUnavailable) as error:
+        except LibraryError as error:  # down, the key refused, no such library
             log.warning("jellyfin library not reachable or missing", reason=str(error))
             return error
         self.library_id = folder.item_id

@@ -608,7 +608,12 @@ async def test_garbage_from_jellyfin_is_retried_without_a_second_copy(
 
 @pytest.mark.parametrize(
     ("endpoint", "status"),
-    [("GET /Items", 401), ("GET /Items", 400), ("POST /Library/Media/Updated", 403)],
+    [
+        ("GET /Library/VirtualFolders", 401),  # refused before the file is written: written
+        ("GET /Items", 401),
+        ("GET /Items", 400),
+        ("POST /Library/Media/Updated", 403),
+    ],
 )
 async def test_jellyfin_refusing_a_written_result_keeps_its_path_also_when_filing_gives_up(
     desk: Desk, jf: RiggedJellyfin, logs: Logs, endpoint: str, status: int
