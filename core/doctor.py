@@ -66,7 +66,8 @@ async def _database(settings: Settings) -> ComponentHealth:
 
 async def comfy_checks(settings: Settings) -> list[ComponentHealth]:
     """One line per backend (reachable, its version), then one per workflow (which backends
-    have its nodes and models). Workflows that do not load are one FAILED `workflows` line
+    have its nodes and models), and one for the user workflows (WORKFLOWS_DIR) that were
+    skipped because they do not load, if any. Workflows that do not load are one FAILED `workflows` line
     instead of the per-workflow lines; the backends are checked all the same."""
     loaded: Registry | ComponentHealth
     try:
@@ -82,6 +83,9 @@ async def comfy_checks(settings: Settings) -> list[ComponentHealth]:
             lines.append(await guarded(f"comfyui {url}", _backend_check(client, infos)))
     if isinstance(loaded, Registry):
         lines.extend(workflow_lines(loaded, infos))
+        if loaded.problems:  # user workflows that did not load: the bot runs without them
+            reasons = "; ".join(str(problem) for problem in loaded.problems)
+            lines.append(failed("workflows_dir", f"{len(loaded.problems)} skipped: {reasons}"))
     else:  # only the node and model checks need the workflows
         lines.append(loaded)
     return lines

@@ -319,6 +319,29 @@ async def test_workflows_that_do_not_load_do_not_stop_the_backend_checks(
     assert "workflows: FAILED (" in out
 
 
+async def test_user_workflows_that_do_not_load_are_reported_as_skipped(
+    tmp_path: Path, pg_dsn: str, fake_comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user workflow in WORKFLOWS_DIR that does not load is skipped by the bot (it runs with
+    the others): the doctor names it and why, as one FAILED line, and exits 1."""
+    mine = tmp_path / "my-workflows"
+    mine.mkdir()
+    (mine / "watercolor.json").write_text("{}")
+    (mine / "watercolor.manifest.json").write_text("{ not json")
+    settings = doctor_settings(
+        tmp_path, database_url=pg_dsn, comfyui_urls=fake_comfy.base_url, workflows_dir=mine
+    )
+
+    lines = by_name(await run_checks(settings))
+
+    skipped = lines["workflows_dir"]
+    assert skipped.state is HealthState.FAILED
+    assert skipped.detail.startswith("1 skipped: ") and "watercolor.manifest.json" in skipped.detail
+    assert "workflow txt2img_sd15" in lines  # the builtins are checked as usual
+    assert await doctor_command(settings) == 1
+    assert "workflows_dir: FAILED (1 skipped: " in capsys.readouterr().out
+
+
 async def test_backend_without_wan_nodes(
     tmp_path: Path, pg_dsn: str, fake_comfy: FakeComfyUI
 ) -> None:
