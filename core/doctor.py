@@ -66,9 +66,9 @@ async def _database(settings: Settings) -> ComponentHealth:
 
 async def comfy_checks(settings: Settings) -> list[ComponentHealth]:
     """One line per backend (reachable, its version), then one per workflow (which backends
-    have its nodes and models), and one for the user workflows (WORKFLOWS_DIR) that were
-    skipped because they do not load, if any. Workflows that do not load are one FAILED `workflows` line
-    instead of the per-workflow lines; the backends are checked all the same."""
+    have its nodes and models), and one for the user workflows (WORKFLOWS_DIR) skipped because
+    they do not load, if any. Builtin workflows that do not load are one FAILED `workflows`
+    line instead of the per-workflow lines; the backends are checked all the same."""
     loaded: Registry | ComponentHealth
     try:
         loaded = load_registry(settings)
