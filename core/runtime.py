@@ -173,7 +173,7 @@ class Runtime:
             library_tick_s=library_tick_s(self.settings.library_retry_s),
         )
         maintenance.start()
-        self._stack.callback(maintenance.stop)
+        self._stack.push_async_callback(maintenance.stop)
         self.extras["filer"] = filer
         self.extras["maintenance"] = maintenance
 

@@ -94,6 +94,8 @@ class Maintenance:
         self.rate_limit = rate_limit  # (tokens per second, burst) of the users' flood limit
         self.library_tick_s = library_tick_s
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._running: set[asyncio.Task[object]] = set()  # ticks in progress
+        self._stopping = False
 
     def start(self) -> None:
         add = self.scheduler.add_job
@@ -145,15 +147,33 @@ class Maintenance:
         )
         self.scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """No new ticks; a tick in progress (e.g. filing that waits for Jellyfin to index a
+        file) is interrupted and waited for, before the database closes. What it was doing is
+        picked up again by the next start (a filing attempt: after its lease)."""
+        self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        running = list(self._running)
+        for tick in running:
+            tick.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _tick(self, key: int, task: Callable[[], Awaitable[object]]) -> None:
+        name = getattr(task, "__name__", key)
+        current = asyncio.current_task()
+        if current is not None:
+            self._running.add(current)
         try:
             await run_exclusive(self.db, key, task)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            log.info("maintenance task interrupted by shutdown", task=name)
         except Exception:
-            log.exception("maintenance task failed", task=getattr(task, "__name__", key))
+            log.exception("maintenance task failed", task=name)
+        finally:
+            self._running.discard(current)
 
     async def library(self) -> None:
         tried = await self.filer.file_due()

@@ -336,8 +336,8 @@ async def test_jellyfin_back_after_an_outage_files_the_waiting_results_at_once(
     try:
         markers = request_all(fake, make_users(fake, 2), 2, STEPS)
         rows = await wait_jobs(pg_dsn, all_final(4), 40, "every job final", check=alive(bot))
-        # Until each result was tried 4 times: its next attempt is then 16 s after the last.
-        waiting = await wait_library(pg_dsn, lambda outs: min(o["attempts"] for o in outs) >= 4)
+        # Until each result was tried 3 times: its next attempt is then 8 s after the last.
+        waiting = await wait_library(pg_dsn, lambda outs: min(o["attempts"] for o in outs) >= 3)
         assert {o["status"] for o in waiting} == {"filed"} and all(
             o["unreachable"] for o in waiting
         )

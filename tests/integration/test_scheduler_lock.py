@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import cast
+
+import pytest
 
 from core.db.pool import create_pool
-from core.scheduler import run_exclusive
+from core.library.service import LibraryFiler
+from core.scheduler import Maintenance, run_exclusive
+from tests import log_capture
+from tests.log_capture import Logs
+
+logs = log_capture.logs  # the fixture (JSON lines at INFO while the test runs)
 
 
 async def test_only_one_process_runs_a_tick(pg_dsn: str) -> None:
@@ -37,3 +46,51 @@ async def test_only_one_process_runs_a_tick(pg_dsn: str) -> None:
     finally:
         for pool in pools:
             await pool.close()
+
+
+async def test_stopping_interrupts_a_tick_in_progress_quietly_and_waits_for_it(
+    pg_dsn: str, tmp_path: Path, logs: Logs
+) -> None:
+    """A shutdown during a long tick (filing that waits for Jellyfin to index a file): the tick
+    is interrupted and awaited before the database closes, said at info level, and nothing
+    reaches APScheduler as a job that "raised an exception"."""
+    pool = await create_pool(pg_dsn, max_size=2)
+    maintenance = Maintenance(pool, tmp_path, cast(LibraryFiler, None), rate_limit=(1.0, 5))
+    started = asyncio.Event()
+
+    async def library() -> None:
+        started.set()
+        await asyncio.Event().wait()  # never ends by itself
+
+    try:
+        tick = asyncio.create_task(maintenance._tick(1, library))  # as the scheduler runs it
+        await started.wait()
+        await maintenance.stop()
+        assert tick.done() and tick.exception() is None  # ended, no CancelledError escaping
+        assert await run_exclusive(pool, 1, lambda: asyncio.sleep(0))  # its lock was released
+    finally:
+        await pool.close()
+    (line,) = logs.lines("maintenance task interrupted by shutdown")
+    assert line["level"] == "info" and line["task"] == "library"
+    assert not logs.lines("maintenance task failed")
+
+
+async def test_a_tick_cancelled_while_running_on_is_not_swallowed(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    pool = await create_pool(pg_dsn, max_size=2)
+    maintenance = Maintenance(pool, tmp_path, cast(LibraryFiler, None), rate_limit=(1.0, 5))
+    started = asyncio.Event()
+
+    async def library() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    try:
+        tick = asyncio.create_task(maintenance._tick(1, library))
+        await started.wait()
+        tick.cancel()  # not a shutdown: the cancellation goes on
+        with pytest.raises(asyncio.CancelledError):
+            await tick
+    finally:
+        await pool.close()

@@ -39,7 +39,7 @@ async def test_the_task_is_scheduled_every_few_minutes(db: Database, tmp_path: P
         job = maintenance.scheduler.get_job("rate_buckets")
         assert job is not None and job.trigger.interval.total_seconds() == RATE_BUCKETS_INTERVAL_S
     finally:
-        maintenance.stop()
+        await maintenance.stop()
     assert 60 <= RATE_BUCKETS_INTERVAL_S <= 600
 
 
