@@ -17,7 +17,7 @@ from tests.engine import (
     wait_status,
     wait_until,
 )
-from tests.fakes.jellyfin import API_KEY
+from tests.fakes.jellyfin import API_KEY, FakeJellyfin
 from tests.integration.engine_kit import submit
 
 
@@ -136,12 +136,19 @@ async def test_missing_library_without_permission_is_retried_not_created(
         assert not fake_jellyfin.requests_to("/Library/Media/Updated", "POST")
 
 
+async def _jellyfin_down_for_an_hour(tmp_path: Path, jellyfin: FakeJellyfin) -> dict[str, Any]:
+    """Engine settings with a retry delay of an hour, and the fake Jellyfin (with the library)
+    refusing connections until it is started again."""
+    values = {**_jellyfin_values(tmp_path, jellyfin.url), "library_retry_s": 3600}
+    jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
+    await jellyfin.stop()
+    return values
+
+
 async def test_jellyfin_back_files_waiting_results_at_once_not_after_their_backoff(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
-    values = {**_jellyfin_values(tmp_path, fake_jellyfin.url), "library_retry_s": 3600}
-    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
-    await fake_jellyfin.stop()
+    values = await _jellyfin_down_for_an_hour(tmp_path, fake_jellyfin)
     deliverer = RecordingDeliverer()
     async with running_engine(pg_dsn, tmp_path, [fake_comfy], deliverer, **values) as runtime:
         job = await _done(runtime, 9, "a quiet harbour")
@@ -167,9 +174,7 @@ async def test_jellyfin_back_files_waiting_results_at_once_not_after_their_backo
 async def test_outputs_waiting_for_other_reasons_keep_their_backoff(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path
 ) -> None:
-    values = {**_jellyfin_values(tmp_path, fake_jellyfin.url), "library_retry_s": 3600}
-    fake_jellyfin.add_folder("Anime Studio", [str(values["jellyfin_library_dir"])])
-    await fake_jellyfin.stop()
+    values = await _jellyfin_down_for_an_hour(tmp_path, fake_jellyfin)
     async with running_engine(
         pg_dsn, tmp_path, [fake_comfy], RecordingDeliverer(), **values
     ) as runtime:

@@ -48,6 +48,20 @@ async def test_only_one_process_runs_a_tick(pg_dsn: str) -> None:
             await pool.close()
 
 
+async def _endless_tick(maintenance: Maintenance) -> asyncio.Task[None]:
+    """A library tick, run as the scheduler runs it, whose task never ends by itself (like
+    filing that waits for Jellyfin to index a file); returned once it is running."""
+    started = asyncio.Event()
+
+    async def library() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    tick = asyncio.create_task(maintenance._tick(1, library))
+    await started.wait()
+    return tick
+
+
 async def test_stopping_interrupts_a_tick_in_progress_quietly_and_waits_for_it(
     pg_dsn: str, tmp_path: Path, logs: Logs
 ) -> None:
@@ -56,15 +70,8 @@ async def test_stopping_interrupts_a_tick_in_progress_quietly_and_waits_for_it(
     reaches APScheduler as a job that "raised an exception"."""
     pool = await create_pool(pg_dsn, max_size=2)
     maintenance = Maintenance(pool, tmp_path, cast(LibraryFiler, None), rate_limit=(1.0, 5))
-    started = asyncio.Event()
-
-    async def library() -> None:
-        started.set()
-        await asyncio.Event().wait()  # never ends by itself
-
     try:
-        tick = asyncio.create_task(maintenance._tick(1, library))  # as the scheduler runs it
-        await started.wait()
+        tick = await _endless_tick(maintenance)
         await maintenance.stop()
         assert tick.done() and tick.exception() is None  # ended, no CancelledError escaping
         assert await run_exclusive(pool, 1, lambda: asyncio.sleep(0))  # its lock was released
@@ -80,15 +87,8 @@ async def test_a_tick_cancelled_while_running_on_is_not_swallowed(
 ) -> None:
     pool = await create_pool(pg_dsn, max_size=2)
     maintenance = Maintenance(pool, tmp_path, cast(LibraryFiler, None), rate_limit=(1.0, 5))
-    started = asyncio.Event()
-
-    async def library() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
     try:
-        tick = asyncio.create_task(maintenance._tick(1, library))
-        await started.wait()
+        tick = await _endless_tick(maintenance)
         tick.cancel()  # not a shutdown: the cancellation goes on
         with pytest.raises(asyncio.CancelledError):
             await tick
