@@ -237,12 +237,13 @@ async def crash(runtime: Runtime) -> None:
     tasks = [*orch._loops, *orch.runners.values(), *orch.deliveries.values()]
     if runtime._watchdog is not None:  # else it registers the dead process again
         tasks.append(runtime._watchdog)
+    maintenance = runtime.extras.get("maintenance")
+    if maintenance is not None:  # no more ticks; one in progress just stops with the rest
+        maintenance._stopping = True
+        maintenance.scheduler.shutdown(wait=False)
+        tasks.extend(maintenance._running)
     for task in tasks:
         task.cancel()
-    maintenance = runtime.extras.get("maintenance")
-    if maintenance is not None:
-        with contextlib.suppress(Exception):
-            maintenance.stop()
     runtime.database.pool.terminate()
     await asyncio.gather(*tasks, return_exceptions=True)
     await orch.backends.close()
