@@ -72,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_async(_dispatch(args.command, settings))
     except KeyboardInterrupt:
         return 130
+    except ConfigError as error:  # e.g. no or a rejected token: restarting will not help
+        log.error("stopped: configuration", reason=str(error))
+        print(f"animebot: {redact(str(error))}", file=sys.stderr)
+        return 2
     except AnimeBotError as error:
         log.error("stopped", reason=str(error))
         print(f"animebot: {redact(str(error))}", file=sys.stderr)

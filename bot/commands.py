@@ -92,6 +92,10 @@ async def run_command(settings: Settings) -> int:
 
 
 async def worker_command(settings: Settings) -> int:
+    if settings.database_url is None:  # its own embedded database would never see a job
+        raise ConfigError(
+            "animebot worker needs DATABASE_URL: the PostgreSQL the bot uses, where the jobs are"
+        )
     log.info("worker starting")
     stop = _stop_event()
     runtime = await Runtime.start(settings, role="worker")

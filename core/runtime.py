@@ -168,7 +168,9 @@ class Runtime:
         maintenance = Maintenance(
             self.database.pool,
             self.settings.data_dir,
-            filer,
+            # Only a process that delivers files into the library: a link it finds is added
+            # to the result's caption (a worker has no Telegram to edit it with).
+            filer if deliverer is not None else None,
             rate_limit=(self.settings.rate_limit_per_second, self.settings.rate_limit_burst),
             library_tick_s=library_tick_s(self.settings.library_retry_s),
         )

@@ -83,7 +83,7 @@ class Maintenance:
         self,
         db: asyncpg.Pool,
         data_dir: Path,
-        filer: LibraryFiler,
+        filer: LibraryFiler | None,
         *,
         rate_limit: tuple[float, int],
         library_tick_s: float = LIBRARY_TICK_S,
@@ -99,15 +99,16 @@ class Maintenance:
 
     def start(self) -> None:
         add = self.scheduler.add_job
-        add(
-            self._tick,
-            "interval",
-            seconds=self.library_tick_s,
-            args=[1, self.library],
-            id="library",
-            max_instances=1,
-            coalesce=True,
-        )
+        if self.filer is not None:  # (None: a worker, which does not file)
+            add(
+                self._tick,
+                "interval",
+                seconds=self.library_tick_s,
+                args=[1, self.library],
+                id="library",
+                max_instances=1,
+                coalesce=True,
+            )
         add(
             self._tick,
             "interval",
@@ -176,6 +177,8 @@ class Maintenance:
             self._running.discard(current)
 
     async def library(self) -> None:
+        if self.filer is None:
+            return
         tried = await self.filer.file_due()
         if tried:
             log.info("library filing retried", outputs=tried)

@@ -158,6 +158,34 @@ async def test_subcommand_help(cli: Cli, command: str) -> None:
     assert result.err == ""
 
 
+async def test_configuration_errors_found_at_start_exit_2(
+    cli: Cli, pg_dsn: str, fake_telegram: FakeTelegram
+) -> None:
+    """Errors no restart can mend end with status 2 (systemd's RestartPreventExitStatus=2):
+    no token for `run`, a webhook URL without a path, a worker without the shared database."""
+    cases = [
+        (("run",), {}, "TELEGRAM_BOT_TOKEN"),
+        (
+            ("run",),
+            {
+                "TELEGRAM_BOT_TOKEN": fake_telegram.token,
+                "TELEGRAM_API_BASE_URL": fake_telegram.api_url,
+                "TELEGRAM_FILE_BASE_URL": fake_telegram.file_url,
+                "DATABASE_URL": pg_dsn,
+                "TELEGRAM_WEBHOOK_URL": "https://bot.example.com",
+            },
+            "TELEGRAM_WEBHOOK_URL needs a path",
+        ),
+        (("worker",), {}, "animebot worker needs DATABASE_URL"),
+    ]
+    for args, env, says in cases:
+        result = await cli(*args, **env)
+        assert result.code == 2, result.both
+        last = result.err_lines()[-1]
+        assert last.startswith("animebot: ") and says in last, result.err
+        assert_no_traceback(result)
+
+
 async def test_no_command_is_a_usage_error(cli: Cli) -> None:
     result = await cli()
     assert result.code == 2
@@ -312,7 +340,8 @@ async def test_token_never_printed_when_run_cannot_reach_telegram(
 async def test_run_with_a_rejected_token(
     cli: Cli, pg_dsn: str, fake_comfy: FakeComfyUI, fake_telegram: FakeTelegram
 ) -> None:
-    """Telegram says 401: one line saying so, exit 1, and the token nowhere in the output."""
+    """Telegram says 401: one line saying so, exit 2 (a configuration error: systemd does not
+    restart it), and the token nowhere in the output."""
     wrong = "7000000001:AAWrongTokenForTests_zyxwvutsrqponmlk"
     result = await cli(
         "run",
@@ -322,7 +351,7 @@ async def test_run_with_a_rejected_token(
         DATABASE_URL=pg_dsn,
         COMFYUI_URLS=fake_comfy.base_url,
     )
-    assert result.code == 1, result.both
+    assert result.code == 2, result.both
     last = result.err_lines()[-1]
     assert last.startswith("animebot: "), result.err
     assert "TELEGRAM_BOT_TOKEN" in last

@@ -193,3 +193,19 @@ async def test_outputs_waiting_for_other_reasons_keep_their_backoff(
         [kept] = await runtime.service.outputs(job.id)
         assert kept.library_next_at == later and not kept.library_unreachable
         assert not fake_jellyfin.requests_to("/System/Info")  # nothing waits for it: not asked
+
+
+async def test_only_a_process_that_delivers_files_into_the_library(
+    pg_dsn, fake_comfy, fake_jellyfin, tmp_path
+) -> None:
+    """A worker (no deliverer) could link a result but never edit the caption: it leaves
+    filing, also the scheduler's retries, to the processes that deliver."""
+    values = await _jellyfin_down_for_an_hour(tmp_path, fake_jellyfin)
+    async with running_engine(
+        pg_dsn, tmp_path / "bot", [fake_comfy], RecordingDeliverer(), **values
+    ) as bot:
+        assert bot.extras["maintenance"].scheduler.get_job("library") is not None
+    async with running_engine(pg_dsn, tmp_path / "worker", [fake_comfy], None, **values) as worker:
+        maintenance = worker.extras["maintenance"]
+        assert maintenance.scheduler.get_job("library") is None
+        assert maintenance.scheduler.get_job("quotas") is not None  # the rest runs as usual
