@@ -56,6 +56,7 @@ from core.logs import get_logger
 from core.models import Generation
 from core.runtime import Runtime
 from core.service import JobTicket
+from core.states import JobState
 
 log = get_logger(__name__)
 
@@ -435,13 +436,11 @@ class LiveProgress:
         if job_id is None:
             return False
         try:
-            status = await self.runtime.database.pool.fetchval(
-                "SELECT status FROM generations WHERE id = $1", job_id
-            )
+            state = await self.runtime.service.job_state(job_id)
         except Exception:
             log.warning("job status unknown before a progress edit", job_id=str(job_id))
             return False
-        if status not in ("delivering", "done"):
+        if state not in (JobState.DELIVERING, JobState.DONE):
             return False
         self.editor.forget(*key)
         return True

@@ -682,6 +682,10 @@ class StudioService:
     async def outputs(self, job_id: UUID) -> list[Output]:
         return await out_db.list_outputs(self.db, job_id)
 
+    async def job_state(self, job_id: UUID) -> JobState | None:
+        """Just the job's state (None: no such job), for a check on a hot path."""
+        return await gen_db.status_of(self.db, job_id)
+
     async def job_for_message(self, chat_id: int, message_id: int) -> Generation | None:
         return await gen_db.find_by_result_message(self.db, chat_id, message_id)
 

@@ -121,6 +121,12 @@ async def get_generation(db: Executor, job_id: UUID) -> Generation | None:
     return None if row is None else Generation.from_record(row)
 
 
+async def status_of(db: Executor, job_id: UUID) -> JobState | None:
+    """A job's state alone (one narrow read); None when there is no such job."""
+    status = await db.fetchval("SELECT status FROM generations WHERE id = $1", job_id)
+    return None if status is None else JobState(status)
+
+
 async def require_generation(db: Executor, job_id: UUID) -> Generation:
     job = await get_generation(db, job_id)
     if job is None:
