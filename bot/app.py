@@ -131,7 +131,8 @@ def command_list(lang: str, *, admin_commands: bool = False) -> list[BotCommand]
 
 
 async def publish_commands(app: App, settings: Settings) -> None:
-    """setMyCommands per language, plus the admin commands in each admin's private chat."""
+    """setMyCommands per language, plus the admin commands in each admin's private chat (per
+    language too: a list for a chat wins over the language's list for everyone)."""
     try:
         await app.bot.set_my_commands(command_list(DEFAULT_LANGUAGE))
         for lang in LANGUAGES:
@@ -141,10 +142,15 @@ async def publish_commands(app: App, settings: Settings) -> None:
         log.warning("could not publish the command list", error=str(error))
     for admin_id in settings.admin_user_ids:
         try:
+            scope = BotCommandScopeChat(admin_id)
             await app.bot.set_my_commands(
-                command_list(DEFAULT_LANGUAGE, admin_commands=True),
-                scope=BotCommandScopeChat(admin_id),
+                command_list(DEFAULT_LANGUAGE, admin_commands=True), scope=scope
             )
+            for lang in LANGUAGES:
+                if lang != DEFAULT_LANGUAGE:
+                    await app.bot.set_my_commands(
+                        command_list(lang, admin_commands=True), scope=scope, language_code=lang
+                    )
         except TelegramError as error:  # the admin never opened a chat with the bot
             log.info("admin commands not published", admin_id=admin_id, error=str(error))
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import ApiCall, FakeTelegram
+
+ADMIN_ONLY = {"stats", "quota", "ban", "unban"}  # deploy/README.md, "You do not need /setcommands"
 
 
 async def test_admin_commands_are_for_admins_only(bot_harness: BotHarness) -> None:
@@ -53,3 +58,43 @@ async def test_stats_quota_ban_unban(make_bot: MakeBot, fake_telegram: FakeTeleg
     unbanned = await bot.wait_reply(bot.send(boss_chat, boss, f"/unban {alice.id}"))
     assert "no longer banned" in (unbanned.content or "")
     await bot.wait_reply(bot.send(alice_chat, alice, "/characters"), contains="no characters")
+
+
+def _param(call: ApiCall, name: str) -> Any:
+    value = call.params.get(name)
+    return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
+
+
+async def test_admin_commands_are_published_only_in_the_admins_private_chats(
+    make_bot: MakeBot, fake_telegram: FakeTelegram
+) -> None:
+    """setMyCommands on start: the list for everyone (once per interface language) has no
+    admin command; each admin's private chat (BotCommandScopeChat) gets the full list, also
+    once per language (a chat's list wins over the language's list for everyone, so a Russian
+    admin would otherwise read English); nobody else gets a list of their own."""
+    boss, deputy = fake_telegram.user("Boss"), fake_telegram.user("Deputy")
+    await make_bot(admin_user_ids=[boss.id, deputy.id])
+
+    published: dict[tuple[str, int | None, str], dict[str, str]] = {}
+    for call in fake_telegram.calls_of("setMyCommands"):
+        assert call.ok, call.error
+        scope = _param(call, "scope") or {"type": "default"}
+        key = (scope["type"], scope.get("chat_id"), call.params.get("language_code") or "")
+        assert key not in published, f"published twice: {key}"
+        published[key] = {c["command"]: c["description"] for c in _param(call, "commands")}
+    assert set(published) == {
+        ("default", None, ""),
+        ("default", None, "ru"),
+        ("chat", boss.id, ""),
+        ("chat", boss.id, "ru"),
+        ("chat", deputy.id, ""),
+        ("chat", deputy.id, "ru"),
+    }
+    everyone, russian = published["default", None, ""], published["default", None, "ru"]
+    assert not ADMIN_ONLY & set(everyone) and {"start", "help", "image"} <= set(everyone)
+    assert set(russian) == set(everyone) and russian["help"] != everyone["help"]
+    for admin in (boss, deputy):
+        assert set(published["chat", admin.id, ""]) == set(everyone) | ADMIN_ONLY
+        admin_russian = published["chat", admin.id, "ru"]
+        assert set(admin_russian) == set(everyone) | ADMIN_ONLY
+        assert admin_russian["help"] == russian["help"]
