@@ -1,7 +1,8 @@
 """The per-user flood limit lives in PostgreSQL: two bot processes (in-process webhook bots
 behind the test load balancer, one database) count a user's commands and button presses in one
-bucket, so a flood alternating between them is limited exactly as by one bot. When the database
-is down, the gate tells the user once that something went wrong and no handler runs."""
+bucket, so a flood alternating between them is limited exactly as by one bot; plain messages
+are not counted. When the database is down, the gate tells the user once that something went
+wrong and no handler runs."""
 
 from __future__ import annotations
 
@@ -54,6 +55,32 @@ async def test_a_flood_alternating_between_two_bots_is_limited_as_one(cluster: C
     flooded = cluster.press(b, chat, alice, anchor, NOOP.data())  # Alice's bucket is still empty
     assert await a.wait_toast(flooded) == TOAST
     assert not cluster.balancer.plan  # every update went where the test sent it
+
+
+async def test_plain_messages_are_not_counted(make_bot: MakeBot) -> None:
+    """Only commands and button presses take from the bucket: a user who wrote many plain
+    messages still has the whole burst of commands; the same number of commands is limited."""
+    bot = await make_bot(**LIMITS)
+    alice, bob = bot.fake.user("Alice"), bot.fake.user("Bob")
+    chat, bob_chat = bot.fake.private_chat(alice), bot.fake.private_chat(bob)
+
+    chatter = [bot.send(chat, alice, f"hello {number}") for number in range(3 * BURST)]
+    await bot.settle(0.5)
+    for _ in range(BURST + 1):  # the whole burst is left, and no more
+        bot.send(chat, alice, "/help")
+    await bot.wait_reply(chatter[0], contains=TOO_FAST)
+    await bot.settle(0.5)
+    replies = [m.content or "" for m in bot.replies_after(chatter[0])]
+    assert sum(HELP in text for text in replies) == BURST
+    assert sum(TOO_FAST in text for text in replies) == 1
+
+    first = bot.send(bob_chat, bob, "/help")  # as many commands as Alice's plain messages
+    for _ in range(3 * BURST - 1):
+        bot.send(bob_chat, bob, "/help")
+    await bot.wait_reply(first, contains=TOO_FAST)
+    await bot.settle(0.5)
+    replies = [m.content or "" for m in bot.replies_after(first)]
+    assert sum(HELP in text for text in replies) == BURST
 
 
 async def _allow_connections(dsn: str, allowed: bool) -> None:

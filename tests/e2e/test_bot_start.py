@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from bot.app import webhook_path
 from bot.handlers import COMMANDS
 from bot.keyboards import (
     NOOP,
@@ -22,6 +23,7 @@ from bot.keyboards import (
     word_arg,
 )
 from bot.texts import LANGUAGES, catalog, pick_language, placeholders, t, t_plain
+from core.errors import ConfigError
 from core.logs import configure_logging
 from tests.conftest import TEST_LOG_LEVEL
 from tests.e2e.conftest import MakeBot
@@ -158,6 +160,48 @@ async def test_webhook_mode(make_bot: MakeBot) -> None:
     assert await bot.fake.post_to_webhook(update, secret="wrong") == 403
 
 
+async def webhook_bot_without_secret(make_bot: MakeBot) -> tuple[BotHarness, str]:
+    """A bot started in webhook mode with no TELEGRAM_WEBHOOK_SECRET, and the secret it set."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    bot = await make_bot(
+        telegram_webhook_url=url, telegram_webhook_listen="127.0.0.1", telegram_webhook_port=port
+    )
+    assert bot.settings.telegram_webhook_secret is None
+    # make_bot returns on any setWebhook so far: wait for this bot's own
+    await bot.fake.wait_for(lambda: bot.fake.webhook_url == url, what="its setWebhook")
+    secret = bot.fake.calls_of("setWebhook")[-1].params.get("secret_token")
+    assert isinstance(secret, str) and len(secret) >= 32
+    assert bot.fake.webhook_secret == secret
+    return bot, secret
+
+
+async def test_webhook_mode_without_a_secret_picks_a_random_one_per_start(
+    make_bot: MakeBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TELEGRAM_WEBHOOK_SECRET left empty: each start registers a secret of its own with
+    setWebhook, and an update POSTed without it (or with another) is refused."""
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "")
+    registered: list[str] = []
+    for _ in range(2):
+        bot, secret = await webhook_bot_without_secret(make_bot)
+        alice = bot.fake.user("Alice")
+        chat = bot.fake.private_chat(alice)
+        sent = bot.send(chat, alice, "/start")
+        await bot.wait_reply(sent, contains="Anime Studio")  # delivered with the secret
+        delivered, status = bot.fake.webhook_deliveries[-1]
+        assert status == 200
+        again = {**delivered, "update_id": delivered["update_id"] + 1000}
+        assert await bot.fake.post_to_webhook(again, secret=None) == 403
+        for earlier in registered:  # the secret of the start before
+            assert await bot.fake.post_to_webhook(again, secret=earlier) == 403
+        await bot.settle()
+        assert len(bot.replies_after(sent)) == 1  # only the delivered /start was answered
+        await bot.close()
+        registered.append(secret)
+    assert registered[0] != registered[1]
+
+
 # -- pure parts: catalog, callback codec, rate limiter -------------------------------------------
 
 
@@ -168,6 +212,14 @@ def test_every_text_exists_in_every_language_with_the_same_placeholders() -> Non
         english = placeholders(translations["en"])
         for lang in LANGUAGES:
             assert placeholders(translations[lang]) == english, f"{key} placeholders in {lang}"
+
+
+def test_a_webhook_url_needs_a_path() -> None:
+    assert webhook_path("https://bot.example.com/telegram/8f3a") == "telegram/8f3a"
+    assert webhook_path("https://bot.example.com:8443/telegram/") == "telegram"
+    for bare in ("https://bot.example.com", "https://bot.example.com/", "https://b.example:88//"):
+        with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_URL needs a path"):
+            webhook_path(bare)
 
 
 def test_texts_escape_values_and_fall_back() -> None:

@@ -361,12 +361,18 @@ async def test_run_with_a_rejected_token(
     assert_no_traceback(result)
 
 
-# ---------------------------------------------------------------------------- run + SIGTERM
+# ---------------------------------------------------------------------------- run + SIGINT/SIGTERM
 
 
-async def test_run_stops_cleanly_on_sigterm(
-    cli: Cli, pg_dsn: str, fake_comfy: FakeComfyUI, fake_telegram: FakeTelegram
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_run_stops_cleanly_on_sigint_and_sigterm(
+    cli: Cli,
+    pg_dsn: str,
+    fake_comfy: FakeComfyUI,
+    fake_telegram: FakeTelegram,
+    sig: signal.Signals,
 ) -> None:
+    """Both stop the bot the same way: the stop event, not KeyboardInterrupt (exit 130)."""
     process, out = await cli.start(
         "run",
         TELEGRAM_BOT_TOKEN=fake_telegram.token,
@@ -378,7 +384,7 @@ async def test_run_stops_cleanly_on_sigterm(
     try:
         await fake_telegram.wait_for_call("getUpdates", timeout=45)
         assert process.returncode is None
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         await asyncio.wait_for(process.wait(), 15)
     finally:
         if process.returncode is None:

@@ -776,6 +776,38 @@ async def test_filing_gives_up_after_the_last_attempt_and_keeps_the_file(
     assert await outs.due_for_library(desk.pool, datetime.now(UTC)) == []
 
 
+@pytest.mark.parametrize(
+    ("base_s", "attempts", "delay_s"),
+    [
+        (300.0, 0, 300.0),  # the first retry waits the base
+        (300.0, 1, 600.0),  # doubled
+        (300.0, 6, 19_200.0),  # doubled six times: 64x the base, 5.3 h with the default 300 s
+        (300.0, 7, 19_200.0),  # and no more
+        (2_000.0, 6, 24 * 3600.0),  # 128,000 s: at most 24 h
+        (100_000.0, 0, 24 * 3600.0),  # also when the base alone is longer
+    ],
+    ids=["first", "doubled", "64x", "no-more", "capped", "base-capped"],
+)
+async def test_the_retry_delay_doubles_six_times_up_to_24_hours(
+    desk: Desk, jf: RiggedJellyfin, base_s: float, attempts: int, delay_s: float
+) -> None:
+    """The backoff is LIBRARY_RETRY_S x 2^min(attempts, 6), at most 24 h (README, Resilience;
+    .env.example): here Jellyfin refuses connections after `attempts` failed attempts."""
+    job, output = await desk.done_job()
+    await desk.pool.execute(
+        "UPDATE outputs SET library_attempts = $2 WHERE id = $1", output.id, attempts
+    )
+    output = await desk.output(output.id)
+    await jf.stop()  # connection refused
+    before = datetime.now(UTC)
+    saved = await desk.filer(jf.url, library_retry_s=base_s).file_output(job, output)
+    after = datetime.now(UTC)
+    assert saved is not None and saved.library_attempts == attempts + 1
+    assert saved.library_next_at is not None
+    delay = timedelta(seconds=delay_s)
+    assert before + delay <= saved.library_next_at <= after + delay
+
+
 # === the scheduler's library task ============================================================
 
 

@@ -2,18 +2,26 @@
 
 The compose file parses and wires the four services together; every variable it gives the bot,
 and every name in the env example and the deployment guide, is a real setting; the Dockerfile
-installs the package without dev dependencies; the systemd units start `animebot run` /
-`animebot worker` and stop them with SIGTERM (checked by `systemd-analyze verify` when
-present).
+installs the package without dev dependencies and its HEALTHCHECK polls the status server's
+`/healthz`; the systemd units start `animebot run` / `animebot worker`, stop them with SIGTERM,
+do not restart them after a configuration error (exit status 2) and let them write only where
+the guide says (checked by `systemd-analyze verify` when present).
 """
 
 from __future__ import annotations
 
 import configparser
+import http.server
+import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +70,12 @@ def unit(name: str) -> configparser.ConfigParser:
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     parser.read_string((DEPLOY / name).read_text())
     return parser
+
+
+def deploy_env() -> dict[str, str]:
+    """deploy/animebot.env.example as systemd's EnvironmentFile reads it."""
+    text = (DEPLOY / "animebot.env.example").read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_]+)=(.*)$", text, re.MULTILINE))
 
 
 def seconds(value: str) -> float:
@@ -169,6 +183,82 @@ def test_dockerfile_installs_the_package_without_dev_dependencies() -> None:
     assert 'CMD ["animebot", "run"]' in text
 
 
+def healthcheck() -> tuple[str, list[str]]:
+    """The Dockerfile's HEALTHCHECK: its options and its exec-form command."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    found = re.findall(r"^HEALTHCHECK (.*?)\bCMD (\[.*\])\s*$", text, re.MULTILINE)
+    assert len(found) == 1, "the Dockerfile has no (or more than one) HEALTHCHECK ... CMD [...]"
+    options, command = found[0]
+    parsed = json.loads(command)
+    assert isinstance(parsed, list) and all(isinstance(part, str) for part in parsed)
+    return options, parsed
+
+
+@dataclass
+class StatusStub:
+    """Stands in for the status server: answers `status` and records the paths asked for."""
+
+    port: int = 0
+    status: int = 200
+    paths: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def status_stub() -> Iterator[StatusStub]:
+    stub = StatusStub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stub.paths.append(self.path)
+            self.send_response(stub.status)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_dockerfile_healthcheck_polls_healthz_of_the_status_server(
+    status_stub: StatusStub,
+) -> None:
+    """The image's HEALTHCHECK polls `/healthz` on 127.0.0.1 at STATUS_PORT (default 8765): the
+    status server's defaults, which the image does not change. Its command is run here against
+    a stand-in server: healthy on 200, unhealthy on an error status or with nothing listening."""
+    options, command = healthcheck()
+    assert "--interval=" in options and "--timeout=" in options
+    assert command[0] == "python"  # the image's Python, which has the standard library
+    code = " ".join(command[1:])
+    defaults = Settings.model_fields
+    assert defaults["status_host"].default == "127.0.0.1"
+    assert f"http://{defaults['status_host'].default}:" in code
+    assert f"'STATUS_PORT', '{defaults['status_port'].default}'" in code
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert not re.search(r"^ENV\b[^\n]*\bSTATUS_(HOST|PORT)=", text, re.MULTILINE)
+    assert "EXPOSE 8765" in text
+
+    def check(port: int) -> int:
+        env = {**os.environ, "STATUS_PORT": str(port)}
+        run = [sys.executable, *command[1:]]
+        return subprocess.run(run, env=env, capture_output=True, timeout=30, check=False).returncode
+
+    assert check(status_stub.port) == 0
+    assert status_stub.paths == ["/healthz"]
+    status_stub.status = 503
+    assert check(status_stub.port) != 0
+    assert status_stub.paths == ["/healthz", "/healthz"]
+    with socket.socket() as bound:  # bound, not listening: the connection is refused
+        bound.bind(("127.0.0.1", 0))
+        assert check(bound.getsockname()[1]) != 0
+
+
 # ---------------------------------------------------------------------------- systemd units
 
 
@@ -182,11 +272,61 @@ def test_systemd_unit(name: str, command: str) -> None:
     assert Path(exec_start[0]).name == "animebot"
     assert exec_start[1:] == [command]
     assert service_section["Restart"] == "on-failure"
+    # configuration errors exit 2 (tests/integration/test_cli.py): not restarted in a loop
+    assert service_section["RestartPreventExitStatus"].split() == ["2"]
     assert service_section["EnvironmentFile"].startswith("/etc/animebot/")
     assert service_section["User"] not in ("", "root")
     assert service_section["KillSignal"] == "SIGTERM"
     assert seconds(service_section["TimeoutStopSec"]) > POLL_TIMEOUT_S
     assert unit(name)["Install"]["WantedBy"] == "multi-user.target"
+
+
+WRITE_DIRECTIVES = (
+    "ReadWritePaths",
+    "StateDirectory",
+    "CacheDirectory",
+    "LogsDirectory",
+    "RuntimeDirectory",
+    "ConfigurationDirectory",
+    "ProtectSystem",
+    "DynamicUser",
+)
+
+
+def writable_paths(name: str) -> set[str]:
+    """Where the unit may write: its state directory and ReadWritePaths, the rest of the file
+    system being read-only (ProtectSystem=strict)."""
+    service_section = unit(name)["Service"]
+    assert service_section["ProtectSystem"] == "strict"
+    given = {key for key in WRITE_DIRECTIVES if key in service_section}
+    assert given == {"ProtectSystem", "StateDirectory", "ReadWritePaths"}, given
+    paths = {"/var/lib/" + state for state in service_section["StateDirectory"].split()}
+    paths |= {path.removeprefix("-") for path in service_section["ReadWritePaths"].split()}
+    return paths
+
+
+def test_bot_unit_writes_only_to_its_state_directory_and_the_library() -> None:
+    """deploy/README: "The unit allows writes only to /var/lib/animebot and
+    /srv/media/anime-studio" (JELLYFIN_LIBRARY_DIR of the env example), and DATA_DIR, with the
+    embedded database in DATA_DIR/pgdata, is that state directory."""
+    assert writable_paths("animebot.service") == {"/var/lib/animebot", "/srv/media/anime-studio"}
+    service_section = unit("animebot.service")["Service"]
+    assert service_section["WorkingDirectory"] == "/var/lib/animebot"
+    env = deploy_env()
+    assert env["JELLYFIN_LIBRARY_DIR"] == "/srv/media/anime-studio"
+    assert env["DATA_DIR"] == "/var/lib/animebot"
+
+
+def test_worker_unit_read_write_paths_is_the_shared_data_dir() -> None:
+    """deploy/README: set the worker unit's ReadWritePaths= to the shared DATA_DIR; the unit
+    gives one such path, outside its state directory, with a comment saying so."""
+    paths = writable_paths("animebot-worker.service") - {"/var/lib/animebot"}
+    assert len(paths) == 1, paths
+    (shared,) = paths
+    assert shared.startswith("/") and not shared.startswith("/var/lib/animebot")
+    lines = (DEPLOY / "animebot-worker.service").read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("ReadWritePaths="))
+    assert lines[index - 1].startswith("#") and "DATA_DIR" in lines[index - 1]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")

@@ -264,15 +264,32 @@ def test_secrets_are_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_loading_registers_secrets_with_the_log_redactor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every secret setting: the bot token (and its secret part alone), the Jellyfin key, the
+    database password, the webhook secret and the status page's token."""
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("JELLYFIN_API_KEY", "jf-key-abcdef123456")
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:dbpass-987654@db/animebot")
-    assert logs.redact(TOKEN) == TOKEN  # nothing registered yet
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "webhook-secret-24680")
+    monkeypatch.setenv("STATUS_TOKEN", "status-token-13579")
+    secrets = (
+        TOKEN,
+        TOKEN.split(":")[1],
+        "jf-key-abcdef123456",
+        "dbpass-987654",
+        "webhook-secret-24680",
+        "status-token-13579",
+    )
+    for value in secrets:
+        assert logs.redact(value) == value  # nothing registered yet
     load_settings()
     line = logs.redact(
         f"GET https://api.telegram.org/bot{TOKEN}/getMe key=jf-key-abcdef123456 "
-        "dsn=postgresql://bot:dbpass-987654@db/animebot tail=" + TOKEN.split(":")[1]
+        "dsn=postgresql://bot:dbpass-987654@db/animebot tail=" + TOKEN.split(":")[1] + " "
+        "X-Telegram-Bot-Api-Secret-Token: webhook-secret-24680 "
+        "GET /ws?token=status-token-13579"
     )
-    for value in (TOKEN, TOKEN.split(":")[1], "jf-key-abcdef123456", "dbpass-987654"):
+    for value in secrets:
         assert value not in line
     assert "postgresql://bot:***@db/animebot" in line
+    assert "X-Telegram-Bot-Api-Secret-Token: *** " in line
+    assert line.endswith("GET /ws?token=***")
