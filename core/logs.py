@@ -1,7 +1,8 @@
 """Structured logging: console in a terminal, JSON with LOG_FORMAT=json.
 
 Every log line passes through `redact_secrets`, which replaces any registered secret (bot token,
-Jellyfin key, database password) wherever it appears, including inside URLs logged by libraries.
+Jellyfin key, database password, webhook secret, status token: `Settings` registers them)
+wherever it appears, including inside URLs logged by libraries.
 Context such as `job_id` and `chat_id` is bound with `bind_context` (contextvars), so every line
 written while handling a job carries it.
 """
