@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
@@ -34,6 +34,7 @@ from bot.keyboards import UUID_ARG, action, button, rows
 from bot.texts import core_text, t, t_plain
 from core.events import JobEvent
 from core.models import JobKind, Operation
+from core.music.service import MissingReason
 
 CAPTION_LIMIT = 1024  # Telegram: caption length after entity parsing, UTF-16 code units
 TEXT_LIMIT = 4096
@@ -421,7 +422,7 @@ class CaptionInfo:
     no_music: str | None = None
 
 
-NO_MUSIC_REASONS = frozenset({"gone", "source_off", "download_failed", "unusable"})
+NO_MUSIC_REASONS = frozenset(get_args(MissingReason))
 
 
 def no_music_note(reason: str, lang: str) -> str:

@@ -158,9 +158,15 @@ class Runtime:
         from core.library.service import LibraryFiler
         from core.scheduler import Maintenance, library_tick_s
 
-        filer = LibraryFiler(self.settings, self.database.pool, deliverer)
+        # Only a process that delivers files into the library: a link it finds is added to the
+        # result's caption (a worker has no Telegram to edit it with).
+        filer = (
+            None
+            if deliverer is None
+            else LibraryFiler(self.settings, self.database.pool, deliverer)
+        )
         self.orchestrator = Orchestrator(self, deliverer=deliverer)
-        if deliverer is not None:
+        if filer is not None:
             self.orchestrator.on_done.append(self._filing_hook(filer))
         await self.orchestrator.start()
         self.service.starter = self.orchestrator
@@ -168,9 +174,7 @@ class Runtime:
         maintenance = Maintenance(
             self.database.pool,
             self.settings.data_dir,
-            # Only a process that delivers files into the library: a link it finds is added
-            # to the result's caption (a worker has no Telegram to edit it with).
-            filer if deliverer is not None else None,
+            filer,
             rate_limit=(self.settings.rate_limit_per_second, self.settings.rate_limit_burst),
             library_tick_s=library_tick_s(self.settings.library_retry_s),
         )

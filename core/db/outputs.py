@@ -217,6 +217,34 @@ async def record_library(
     return None if row is None else Output.from_record(row)
 
 
+# Filing predicates over `outputs o`, with `now` as $1, each written once. Due for a filing
+# attempt: never tried, or its next attempt has come (a `filed` output without a next attempt
+# is complete: written into a library that no Jellyfin API links).
+_DUE_FOR_LIBRARY = (
+    "((o.library_status = 'pending' AND (o.library_next_at IS NULL OR o.library_next_at <= $1))"
+    " OR (o.library_status = 'filed' AND o.library_next_at <= $1))"
+)
+# Waiting for a later attempt because its last one could not reach Jellyfin at all.
+_WAITING_FOR_JELLYFIN = (
+    "o.library_unreachable AND o.library_status IN ('pending', 'filed') AND o.library_next_at > $1"
+)
+# The statements built from them: SQL constants joined, every value is a $n parameter.
+_CLAIM_FOR_LIBRARY = (
+    "UPDATE outputs o SET library_next_at = $3, library_unreachable = false"  # noqa: S608
+    " WHERE o.id = $2 AND " + _DUE_FOR_LIBRARY + " RETURNING true"
+)
+_ANY_WAITING_FOR_JELLYFIN = (
+    "SELECT EXISTS (SELECT 1 FROM outputs o WHERE " + _WAITING_FOR_JELLYFIN + ")"  # noqa: S608
+)
+_WAKE_UNREACHABLE = (
+    "UPDATE outputs o SET library_next_at = $1 WHERE " + _WAITING_FOR_JELLYFIN  # noqa: S608
+)
+_DUE_OUTPUTS = (
+    "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"  # noqa: S608
+    " WHERE g.status = 'done' AND " + _DUE_FOR_LIBRARY + " ORDER BY o.created_at LIMIT $2"
+)
+
+
 async def claim_for_library(
     db: Executor, output_id: UUID, now: datetime, lease_until: datetime
 ) -> bool:
@@ -224,54 +252,24 @@ async def claim_for_library(
     (when a process that died mid-attempt is retried), so no other attempt starts meanwhile.
     False when it is not due (another process or task took it, or it is complete). The
     attempt's outcome (`record_library`) sets the real next attempt."""
-    taken = await db.fetchval(
-        "UPDATE outputs SET library_next_at = $3, library_unreachable = false"
-        " WHERE id = $1 AND ("
-        "   (library_status = 'pending' AND (library_next_at IS NULL OR library_next_at <= $2))"
-        "   OR (library_status = 'filed' AND library_next_at <= $2))"
-        " RETURNING true",
-        output_id,
-        now,
-        lease_until,
-    )
-    return bool(taken)
+    return bool(await db.fetchval(_CLAIM_FOR_LIBRARY, now, output_id, lease_until))
 
 
 async def waiting_for_jellyfin(db: Executor, now: datetime) -> bool:
     """Whether some output waits for a later attempt because Jellyfin could not be reached."""
-    return bool(
-        await db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM outputs WHERE library_unreachable"
-            " AND library_status IN ('pending', 'filed') AND library_next_at > $1)",
-            now,
-        )
-    )
+    return bool(await db.fetchval(_ANY_WAITING_FOR_JELLYFIN, now))
 
 
 async def wake_unreachable(db: Executor, now: datetime) -> int:
     """Jellyfin answers again: every output that waited because it could not be reached is due
     now, not after its backoff. Returns how many."""
-    status = await db.execute(
-        "UPDATE outputs SET library_next_at = $1 WHERE library_unreachable"
-        " AND library_status IN ('pending', 'filed') AND library_next_at > $1",
-        now,
-    )
+    status = await db.execute(_WAKE_UNREACHABLE, now)
     return int(status.split()[-1])
 
 
 async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> list[Output]:
-    """Outputs of delivered jobs still waiting to be filed or linked. A `filed` output without
-    a next attempt is complete (written into a library that no Jellyfin API links)."""
-    rows = await db.fetch(
-        "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"
-        " WHERE g.status = 'done' AND ("
-        "   (o.library_status = 'pending'"
-        "    AND (o.library_next_at IS NULL OR o.library_next_at <= $1))"
-        "   OR (o.library_status = 'filed' AND o.library_next_at <= $1))"
-        " ORDER BY o.created_at LIMIT $2",
-        now,
-        limit,
-    )
+    """Outputs of delivered jobs due for a filing attempt (`_DUE_FOR_LIBRARY`)."""
+    rows = await db.fetch(_DUE_OUTPUTS, now, limit)
     return [Output.from_record(row) for row in rows]
 
 

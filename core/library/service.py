@@ -102,10 +102,10 @@ class LibraryFiler:
         """When outputs wait because Jellyfin could not be reached and it answers again (any
         HTTP answer, even a refused key), make them due now. Returns how many were woken."""
         now = datetime.now(UTC)
+        if not await out_db.waiting_for_jellyfin(self.db, now):
+            return 0
         client = self._client()
-        if client is None or not await out_db.waiting_for_jellyfin(self.db, now):
-            if client is not None:
-                await client.close()
+        if client is None:  # (no Jellyfin API: no output ever waits for it)
             return 0
         try:
             await client.check_key()

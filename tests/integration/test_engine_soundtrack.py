@@ -118,8 +118,9 @@ async def test_a_soundtrack_gone_before_the_mix_sends_the_video_without_music(
     pg_dsn, fake_comfy, fake_jellyfin, tmp_path, logs: Logs
 ) -> None:
     """The picked file is deleted while the video is being made: the job is done all the same,
-    the video goes out without music, a marker next to it says why (for the caption), a
-    warning names the job and the reason; the original is kept and filed in the library."""
+    the video goes out without music, the output records why (`without_music`, for the
+    caption), a warning names the job and the reason; the original is kept and filed in the
+    library."""
     music_dir = tmp_path / "music"
     music_dir.mkdir()
     song = _tone(music_dir / "Ocean Waves.mp3", 3.0)
