@@ -382,7 +382,10 @@ async def test_run_stops_cleanly_on_sigint_and_sigterm(
         COMFYUI_URLS=fake_comfy.base_url,
     )
     try:
-        await fake_telegram.wait_for_call("getUpdates", timeout=45)
+        # The first long poll has arrived (answered only when its timeout ends: 10 s later).
+        await fake_telegram.wait_for(
+            lambda: fake_telegram.calls_of("getUpdates"), timeout=45, what="a getUpdates call"
+        )
         assert process.returncode is None
         process.send_signal(sig)
         await asyncio.wait_for(process.wait(), 15)
