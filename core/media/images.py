@@ -24,6 +24,7 @@ from core.logs import get_logger
 from core.media.imaging import (
     WHITE,
     Background,
+    apply_png_colour_key,
     encode_jpeg,
     exif_transposed,
     open_image,
@@ -98,6 +99,7 @@ def load_output_image(source: Path | bytes, max_pixels: int) -> Image.Image:
                 user_message="The image is too large to process.",
             )
         image.load()
+        apply_png_colour_key(image, source)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise MediaError(
             f"{name}: {exc}", user_message="The result is not a readable image."
@@ -261,6 +263,7 @@ def validate_reference(
             # Decode at a reduced scale when the result will be shrunk anyway.
             image.draft("RGB", (REFERENCE_MAX_SIDE, REFERENCE_MAX_SIDE))
         image.load()
+        apply_png_colour_key(image, data)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _reject(
             f"decode failed: {exc}",
