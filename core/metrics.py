@@ -11,6 +11,12 @@ Metric names (all prefixed `animebot_`):
 * `animebot_backend_healthy{backend}`: 1 when the ComfyUI backend answers its health check, else
   0 (this process's engine, or the `backends` table when this process runs no engine).
 * `animebot_database_up`: 1 when the last scrape could query PostgreSQL, else 0.
+* `animebot_library_outputs{state}`: delivered results by where their filing in the media
+  library stands (gauge, database at scrape time; every state always present). Cluster-wide.
+  States: `linked` (in Jellyfin, with a link), `filed` (written into the library folder, no
+  Jellyfin API to link it), `waiting` (for a filing attempt), `waiting_unreachable` (the part of
+  `waiting` whose last attempt could not reach Jellyfin), `failed` (given up), `off` (made while
+  the library was off).
 * `animebot_job_stage_duration_seconds{kind,stage,status}`: histogram of the stages of finished
   jobs, computed from the job row when its done/failed state event is published in this process:
   stage `queue_wait` (submitted - created), `comfyui` (postprocessing - submitted),
@@ -39,7 +45,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 from uuid import UUID
 
@@ -48,6 +54,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core.db import generations as gen_db
+from core.db import outputs as out_db
+from core.db.outputs import LibraryCounts
 from core.errors import describe
 from core.events import EventBus, JobEvent
 from core.logs import get_logger
@@ -140,6 +148,13 @@ class Metrics:
         self.database_up = Gauge(
             "animebot_database_up", "1 when the last scrape could query PostgreSQL.", registry=r
         )
+        self.library_outputs = Gauge(
+            "animebot_library_outputs",
+            "Delivered results by library filing state (database, at scrape time);"
+            " waiting_unreachable is the part of waiting that could not reach Jellyfin.",
+            ["state"],
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "animebot_job_stage_duration_seconds",
             "Time finished jobs spent per stage (queue_wait, comfyui, postprocessing, delivery).",
@@ -226,6 +241,17 @@ class Metrics:
         for url, count in in_flight.items():
             self.in_flight.labels(backend=url).set(count)
 
+    def set_library_counts(self, counts: LibraryCounts) -> None:
+        for state, count in (
+            ("linked", counts.linked),
+            ("filed", counts.filed),
+            ("waiting", counts.waiting),
+            ("waiting_unreachable", counts.unreachable),
+            ("failed", counts.failed),
+            ("off", counts.off),
+        ):
+            self.library_outputs.labels(state=state).set(count)
+
     async def render(
         self, pool: asyncpg.Pool, backend_health: Callable[[], Awaitable[Mapping[str, bool]]]
     ) -> bytes:
@@ -234,12 +260,13 @@ class Metrics:
         A database failure sets `animebot_database_up` 0 and leaves the database gauges out
         (no stale numbers). All reads happen first; the gauges are then set and rendered with
         no await in between, so concurrent scrapes never interleave."""
-        counts: tuple[dict[tuple[str, str], int], dict[str, int]] | None
+        counts: tuple[dict[tuple[str, str], int], dict[str, int], LibraryCounts] | None
         try:
             async with asyncio.timeout(DB_TIMEOUT_S):
                 counts = (
                     await gen_db.count_by_state(pool),
                     await gen_db.in_flight_by_backend(pool),
+                    await out_db.library_counts(pool, datetime.now(UTC)),
                 )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
             log.warning("metrics: database unreachable", error=describe(error))
@@ -250,9 +277,12 @@ class Metrics:
             self.jobs.clear()
             self.in_flight.clear()
             self.queue_length.set(0)
+            self.library_outputs.clear()
         else:
+            by_state, in_flight, library = counts
             self.database_up.set(1)
-            self.set_job_counts(*counts)
+            self.set_job_counts(by_state, in_flight)
+            self.set_library_counts(library)
         self.set_backend_health(health)
         return generate_latest(self.registry)
 

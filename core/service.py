@@ -24,6 +24,7 @@ from core.db import generations as gen_db
 from core.db import outputs as out_db
 from core.db import people
 from core.db import rate_limits as rate_db
+from core.db.outputs import LibraryCounts
 from core.db.pool import Database
 from core.db.rate_limits import RateVerdict
 from core.db.tx import transaction
@@ -129,6 +130,7 @@ class Stats:
     users: int
     jobs_by_state: dict[str, int]
     backends: dict[str, int]
+    library: LibraryCounts | None  # None: the library is off (no JELLYFIN_LIBRARY_DIR)
 
 
 def clean_text(text: str, *, limit: int, field: str, minimum: int = 1) -> str:
@@ -733,10 +735,14 @@ class StudioService:
         by_state: dict[str, int] = {}
         for (status, _kind), count in (await gen_db.count_by_state(self.db)).items():
             by_state[status] = by_state.get(status, 0) + count
+        library = None
+        if self.settings.library_enabled:
+            library = await out_db.library_counts(self.db, datetime.now(UTC))
         return Stats(
             users=await people.count_users(self.db),
             jobs_by_state=by_state,
             backends=await gen_db.in_flight_by_backend(self.db),
+            library=library,
         )
 
     async def set_quota(self, user_id: int, quota: int | None) -> User:

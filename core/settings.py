@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         return bool(self.jellyfin_url and self.jellyfin_api_key)
 
     @property
+    def library_enabled(self) -> bool:
+        """Results are filed into the library (JELLYFIN_LIBRARY_DIR is set); when not, each
+        output is saved with library status `off`."""
+        return self.jellyfin_library_dir is not None
+
+    @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
 

@@ -12,6 +12,7 @@ from bot.texts import t, t_plain
 from core.errors import AnimeBotError
 from core.logs import get_logger
 from core.models import User
+from core.service import Stats
 
 log = get_logger(__name__)
 
@@ -39,6 +40,30 @@ async def _find(update: Update, context: Context, asker: Who, reference: str) ->
     return user
 
 
+def _library(stats: Stats, lang: str, none: str) -> str:
+    """The library line of /stats: how delivered results are filed, the zero parts left out."""
+    counts = stats.library
+    if counts is None:
+        return t_plain("admin.library_off", lang)
+    waiting = (
+        t_plain(
+            "admin.library_waiting_unreachable",
+            lang,
+            count=counts.waiting,
+            unreachable=counts.unreachable,
+        )
+        if counts.unreachable
+        else t_plain("admin.library_waiting", lang, count=counts.waiting)
+    )
+    parts = [
+        (counts.linked, t_plain("admin.library_linked", lang, count=counts.linked)),
+        (counts.filed, t_plain("admin.library_filed", lang, count=counts.filed)),
+        (counts.waiting, waiting),
+        (counts.failed, t_plain("admin.library_failed", lang, count=counts.failed)),
+    ]
+    return ", ".join(text for count, text in parts if count) or none
+
+
 async def stats(update: Update, context: Context) -> None:
     asker = await _admin(update, context)
     if asker is None:
@@ -58,6 +83,7 @@ async def stats(update: Update, context: Context) -> None:
             users=result.users,
             jobs=jobs or none,
             backends=backends or none,
+            library=_library(result, asker.lang, none),
         ),
     )
 

@@ -139,11 +139,28 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Эта команда только для администраторов бота.",
     },
     "admin.stats": {
-        "en": "<b>Statistics</b>\nUsers: {users}\nJobs: {jobs}\nRunning per GPU server: {backends}",
+        "en": "<b>Statistics</b>\nUsers: {users}\nJobs: {jobs}\nRunning per GPU server: {backends}"
+        "\nLibrary: {library}",
         "ru": "<b>Статистика</b>\nПользователей: {users}\nЗаданий: {jobs}\nВыполняется на "
-        "GPU-серверах: {backends}",
+        "GPU-серверах: {backends}\nМедиатека: {library}",
     },
     "admin.none": {"en": "none", "ru": "нет"},
+    # The parts of the library line of /stats (a part that is 0 is left out).
+    "admin.library_off": {
+        "en": "off (JELLYFIN_LIBRARY_DIR is not set)",
+        "ru": "выключена (JELLYFIN_LIBRARY_DIR не задан)",
+    },
+    "admin.library_linked": {"en": "linked {count}", "ru": "со ссылкой {count}"},
+    "admin.library_filed": {
+        "en": "filed without a link {count}",
+        "ru": "в папке без ссылки {count}",
+    },
+    "admin.library_waiting": {"en": "waiting {count}", "ru": "ждут {count}"},
+    "admin.library_waiting_unreachable": {
+        "en": "waiting {count} ({unreachable} of them: Jellyfin unreachable)",
+        "ru": "ждут {count} (из них {unreachable}: Jellyfin недоступен)",
+    },
+    "admin.library_failed": {"en": "given up {count}", "ru": "не удалось {count}"},
     "admin.quota_usage": {
         "en": "Usage: <code>/quota &lt;user id or @username&gt; "
         "&lt;jobs per day | default&gt;</code>",

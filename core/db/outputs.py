@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -243,6 +244,33 @@ _DUE_OUTPUTS = (
     "SELECT o.* FROM outputs o JOIN generations g ON g.id = o.generation_id"  # noqa: S608
     " WHERE g.status = 'done' AND " + _DUE_FOR_LIBRARY + " ORDER BY o.created_at LIMIT $2"
 )
+# Delivered results (outputs of done jobs) by where their filing stands, for /stats and
+# /metrics: `filed` counts the complete ones only (no next attempt); `waiting` is every output
+# still to be filed or linked (`pending`, or `filed` with a next attempt); `unreachable` the
+# part of those that waits because Jellyfin could not be reached.
+_LIBRARY_COUNTS = (
+    "SELECT count(*) FILTER (WHERE o.library_status = 'linked') AS linked,"  # noqa: S608
+    " count(*) FILTER (WHERE o.library_status = 'filed' AND o.library_next_at IS NULL)"
+    " AS filed,"
+    " count(*) FILTER (WHERE o.library_status = 'pending'"
+    " OR (o.library_status = 'filed' AND o.library_next_at IS NOT NULL)) AS waiting,"
+    " count(*) FILTER (WHERE " + _WAITING_FOR_JELLYFIN + ") AS unreachable,"
+    " count(*) FILTER (WHERE o.library_status = 'failed') AS failed,"
+    " count(*) FILTER (WHERE o.library_status = 'off') AS off"
+    " FROM outputs o JOIN generations g ON g.id = o.generation_id WHERE g.status = 'done'"
+)
+
+
+@dataclass(frozen=True)
+class LibraryCounts:
+    """Delivered results by where their filing in the library stands (`library_counts`)."""
+
+    linked: int = 0  # in Jellyfin, with a link
+    filed: int = 0  # written into the library folder; no Jellyfin API links it
+    waiting: int = 0  # for a filing attempt: never tried yet, or retried later
+    unreachable: int = 0  # of `waiting`: because Jellyfin could not be reached
+    failed: int = 0  # given up on (the file may still be in the folder)
+    off: int = 0  # made while the library was off
 
 
 async def claim_for_library(
@@ -265,6 +293,13 @@ async def wake_unreachable(db: Executor, now: datetime) -> int:
     now, not after its backoff. Returns how many."""
     status = await db.execute(_WAKE_UNREACHABLE, now)
     return int(status.split()[-1])
+
+
+async def library_counts(db: Executor, now: datetime) -> LibraryCounts:
+    """How the filing of delivered results stands, in one statement (`_LIBRARY_COUNTS`)."""
+    row = await db.fetchrow(_LIBRARY_COUNTS, now)
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return LibraryCounts(**dict(row.items()))
 
 
 async def due_for_library(db: Executor, now: datetime, *, limit: int = 50) -> list[Output]:

@@ -663,7 +663,7 @@ class JobRunner:
             "duration_s": spec.duration_s,
             "comfy_node": ref.node_id,
             "comfy_filename": ref.filename[:255],
-            "library_enabled": self.ctx.settings.jellyfin_library_dir is not None,
+            "library_enabled": self.ctx.settings.library_enabled,
             "without_music": spec.without_music,
         }
 

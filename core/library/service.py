@@ -42,7 +42,7 @@ class LibraryFiler:
         self.settings = settings
         self.db = db
         self.deliverer = deliverer
-        self.enabled = settings.jellyfin_library_dir is not None
+        self.enabled = settings.library_enabled
         self.layout = LayoutSettings(
             root=settings.jellyfin_library_dir or Path("."),
             mode=settings.jellyfin_layout,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from core.db.pool import Database
 from tests.e2e.conftest import MakeBot
 from tests.e2e.harness import BotHarness
 from tests.fakes.telegram import ApiCall, FakeTelegram
+from tests.library_kit import seed_library_states
 
 ADMIN_ONLY = {"stats", "quota", "ban", "unban"}  # deploy/README.md, "You do not need /setcommands"
 
@@ -23,13 +26,18 @@ async def test_admin_commands_are_for_admins_only(bot_harness: BotHarness) -> No
 
 async def test_stats_quota_ban_unban(make_bot: MakeBot, fake_telegram: FakeTelegram) -> None:
     boss = fake_telegram.user("Boss", username="boss")
-    bot = await make_bot(admin_user_ids=[boss.id], daily_quota=7)
+    boris = fake_telegram.user("Борис", language_code="ru")
+    bot = await make_bot(admin_user_ids=[boss.id, boris.id], daily_quota=7)
     alice = bot.fake.user("Alice", username="alice_a")
     alice_chat, boss_chat = bot.fake.private_chat(alice), bot.fake.private_chat(boss)
+    boris_chat = bot.fake.private_chat(boris)
     welcome = await bot.wait_reply(bot.send(alice_chat, alice, "/start"))
 
     stats = await bot.wait_reply(bot.send(boss_chat, boss, "/stats"), contains="Statistics")
     assert "Users: 2" in (stats.content or "")
+    assert (stats.content or "").endswith("\nLibrary: off (JELLYFIN_LIBRARY_DIR is not set)")
+    stats = await bot.wait_reply(bot.send(boris_chat, boris, "/stats"), contains="Статистика")
+    assert (stats.content or "").endswith("\nМедиатека: выключена (JELLYFIN_LIBRARY_DIR не задан)")
     help_text = await bot.wait_reply(bot.send(boss_chat, boss, "/help"), contains="Admin")
     assert "/quota" in (help_text.content or "")
 
@@ -58,6 +66,41 @@ async def test_stats_quota_ban_unban(make_bot: MakeBot, fake_telegram: FakeTeleg
     unbanned = await bot.wait_reply(bot.send(boss_chat, boss, f"/unban {alice.id}"))
     assert "no longer banned" in (unbanned.content or "")
     await bot.wait_reply(bot.send(alice_chat, alice, "/characters"), contains="no characters")
+
+
+async def test_stats_counts_delivered_results_by_library_state(
+    make_bot: MakeBot, fake_telegram: FakeTelegram, db: Database, tmp_path: Path
+) -> None:
+    """With the library on, one line says how delivered results are filed (`SEEDED`:
+    linked 3, filed without a link 1, waiting 4 of which 2 on Jellyfin, given up 5, off 6;
+    `off` is not shown), and the parts that are 0 are left out."""
+    boss, boris = fake_telegram.user("Boss"), fake_telegram.user("Борис", language_code="ru")
+    (tmp_path / "library").mkdir()
+    bot = await make_bot(
+        admin_user_ids=[boss.id, boris.id], jellyfin_library_dir=tmp_path / "library"
+    )
+    boss_chat, boris_chat = bot.fake.private_chat(boss), bot.fake.private_chat(boris)
+    stats = await bot.wait_reply(bot.send(boss_chat, boss, "/stats"), contains="Statistics")
+    assert (stats.content or "").endswith("\nLibrary: none")
+
+    await seed_library_states(db.pool)
+    stats = await bot.wait_reply(bot.send(boss_chat, boss, "/stats"), contains="Statistics")
+    assert (stats.content or "").endswith(
+        "\nLibrary: linked 3, filed without a link 1,"
+        " waiting 4 (2 of them: Jellyfin unreachable), given up 5"
+    )
+    stats = await bot.wait_reply(bot.send(boris_chat, boris, "/stats"), contains="Статистика")
+    assert (stats.content or "").endswith(
+        "\nМедиатека: со ссылкой 3, в папке без ссылки 1,"
+        " ждут 4 (из них 2: Jellyfin недоступен), не удалось 5"
+    )
+
+    # None given up, none waiting on Jellyfin: those parts go.
+    await db.pool.execute(
+        "DELETE FROM outputs WHERE library_status = 'failed' OR library_unreachable"
+    )
+    stats = await bot.wait_reply(bot.send(boss_chat, boss, "/stats"), contains="Statistics")
+    assert (stats.content or "").endswith("\nLibrary: linked 3, filed without a link 1, waiting 2")
 
 
 def _param(call: ApiCall, name: str) -> Any:

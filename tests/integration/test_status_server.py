@@ -31,6 +31,7 @@ from core.states import JobState
 from core.status_server import FEED_DISABLED, StatusServer
 from tests.engine import RecordingDeliverer, engine_settings, install_models, start_runtime
 from tests.integration.engine_kit import fast_engine, submit, wait_all
+from tests.library_kit import seed_library_states
 
 STATUS_TOKEN = "status-Token-9f8e7d6c5b4a"
 JELLYFIN_KEY = "jellyfin-Key-0a1b2c3d4e5f"
@@ -342,6 +343,39 @@ async def test_metrics_after_one_job(
             "updated": done.updated_at.isoformat(),
         }
         s.assert_no_secrets()
+
+
+async def test_metrics_count_delivered_results_by_library_state(
+    pg_dsn: str, fake_comfy: Any, fake_telegram: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`animebot_library_outputs{state}`: every state present, 0 before any result, then the
+    seeded results (tests/library_kit.py), read from the database at each scrape."""
+    async with status_stack(
+        pg_dsn, fake_comfy, fake_telegram, tmp_path, monkeypatch, engine=False
+    ) as s:
+
+        async def library() -> dict[str, float]:
+            status, text = await s.get("/metrics")
+            assert status == 200
+            assert "# TYPE animebot_library_outputs gauge" in text
+            return {
+                sample.labels["state"]: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "animebot_library_outputs"
+            }
+
+        states = ("linked", "filed", "waiting", "waiting_unreachable", "failed", "off")
+        assert await library() == dict.fromkeys(states, 0)
+        await seed_library_states(s.runtime.database.pool)
+        assert await library() == {
+            "linked": 3,
+            "filed": 1,
+            "waiting": 4,
+            "waiting_unreachable": 2,
+            "failed": 5,
+            "off": 6,
+        }
 
 
 # -- the live feed ----------------------------------------------------------------------------

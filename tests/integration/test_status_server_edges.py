@@ -431,6 +431,8 @@ async def test_readyz_and_metrics_answer_in_bounded_time_while_the_database_hang
     ) as s:  # fmt: skip
         await s.fresh_backend_row()
         assert (await s.get_json("/readyz"))[0] == 200
+        library = ("animebot_library_outputs", frozenset({("state", "linked")}))
+        assert metric_samples((await s.get("/metrics"))[1])[library] == 0
         pool = s.runtime.database.pool
         held = [await pool.acquire(timeout=5) for _ in range(pool.get_max_size())]
         try:
@@ -454,6 +456,7 @@ async def test_readyz_and_metrics_answer_in_bounded_time_while_the_database_hang
             samples = metric_samples(text)
             assert samples[("animebot_database_up", frozenset())] == 0
             assert not any(name == "animebot_jobs" for name, _ in samples)
+            assert not any(name == "animebot_library_outputs" for name, _ in samples)
             assert samples[("animebot_backend_healthy", frozenset({("backend", COMFY)}))] == 0
 
             status, body = await s.get_json("/api/jobs", params={"token": TOKEN})
@@ -466,6 +469,7 @@ async def test_readyz_and_metrics_answer_in_bounded_time_while_the_database_hang
         assert status == 200, body
         samples = metric_samples((await s.get("/metrics"))[1])
         assert samples[("animebot_database_up", frozenset())] == 1
+        assert samples[library] == 0
 
 
 async def test_readyz_turns_a_crashing_check_into_a_failed_line(

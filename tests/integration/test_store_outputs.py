@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.errors import IllegalTransition
 from core.models import ChatType, Generation, JobKind, LibraryStatus, Output
 from core.states import JobState
 from tests.notices import listening
+from tests.sql_statements import DbStatements
 
 USER = 1
 CHAT = -10
@@ -256,6 +258,60 @@ async def test_record_library_and_due_for_library(db: Database) -> None:
     assert await outs.due_for_library(db.pool, later + timedelta(days=365)) == []
     stored_off = await outs.get_output(db.pool, off.id)
     assert stored_off is not None and stored_off.library_status is LibraryStatus.OFF
+
+
+@pytest.mark.usefixtures("world")
+async def test_library_counts_of_delivered_results(db: Database) -> None:
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert await outs.library_counts(db.pool, now) == outs.LibraryCounts()
+    done, other_done, delivering = await _job(db), await _job(db), await _job(db)
+    for job in (done, other_done):
+        await _deliver(db, job.id)
+    await _deliver(db, delivering.id, finish=False)
+    await _save(db, delivering.id)  # not delivered yet: counted once it is
+    await _save(db, (await _job(db)).id)  # queued: not counted
+    retry, positions = now + timedelta(minutes=30), iter(range(100))
+
+    async def output(job: Generation = done, **library: Any) -> None:
+        saved = await _save(db, job.id, next(positions), library_enabled=bool(library))
+        if library:
+            await outs.record_library(db.pool, saved.id, **library)
+
+    for n in range(4):  # linked, in two jobs
+        job = other_done if n % 2 else done
+        await output(job, status=LibraryStatus.LINKED, library_path=f"/lib/{n}.png", link="l")
+    await output(status=LibraryStatus.FILED, library_path="/lib/f.png")  # no Jellyfin API
+    await _save(db, done.id, next(positions))  # never tried yet: waiting, as each of these
+    waiting: list[dict[str, Any]] = [
+        {"status": LibraryStatus.PENDING, "next_attempt_at": retry},  # refused, retried
+        {"status": LibraryStatus.FILED, "library_path": "/lib/w.png", "next_attempt_at": retry},
+        {"status": LibraryStatus.PENDING, "next_attempt_at": retry, "unreachable": True},
+        {
+            "status": LibraryStatus.FILED,
+            "library_path": "/lib/u.png",
+            "next_attempt_at": retry,
+            "unreachable": True,
+        },
+        # Jellyfin was unreachable, and its next attempt has come: due, no longer waiting on it
+        {"status": LibraryStatus.PENDING, "next_attempt_at": now, "unreachable": True},
+    ]
+    for library in waiting:
+        await output(**library)
+    await output(status=LibraryStatus.FAILED)
+    await output(status=LibraryStatus.FAILED, library_path="/lib/kept.png")
+    await output(status=LibraryStatus.FAILED)
+    for _ in range(5):
+        await output()  # library off
+
+    expected = outs.LibraryCounts(linked=4, filed=1, waiting=6, unreachable=2, failed=3, off=5)
+    with DbStatements() as sql:
+        assert await outs.library_counts(db.pool, now) == expected
+    assert sql.total == 1
+    # Their next attempt has come: waiting to be tried, no longer because of Jellyfin.
+    assert await outs.library_counts(db.pool, retry) == replace(expected, unreachable=0)
+    await gens.record_delivery(db.pool, delivering.id, result_message_id=2)
+    await gens.transition(db.pool, delivering.id, JobState.DONE)
+    assert await outs.library_counts(db.pool, now) == replace(expected, waiting=7)
 
 
 @pytest.mark.usefixtures("world")

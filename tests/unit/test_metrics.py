@@ -32,6 +32,7 @@ DOCUMENTED = {
     "animebot_backend_in_flight",
     "animebot_backend_healthy",
     "animebot_database_up",
+    "animebot_library_outputs",
     "animebot_job_stage_duration_seconds",
     "animebot_jobs_finished",
     "animebot_telegram_api_calls",
