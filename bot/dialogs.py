@@ -8,9 +8,12 @@ dialog may be handled by different bot processes, and a restart loses nothing.
   always loaded for; commands and buttons only when a handler module declared that it needs
   them (`DialogCache.want`). Writes go to PostgreSQL at once; nothing is kept in memory.
 - `StoredConversation` stands in for PTB's ConversationHandler (per chat and user): the step
-  comes from the stored `CharacterDialog`. Before a step runs, the dialog is read again and its
-  expiry pushed (and the update kept as its timeout notice); a step that loses the
-  compare-and-set to a concurrent update (`DialogChanged`) runs again on the new state.
+  comes from the stored `CharacterDialog`. It takes only the updates meant for the dialog
+  (`takes`): the answers to its question (`asked` records the message that asks, or carries
+  the buttons) and its commands, not a reply to another question of the bot. Before a step
+  runs, the dialog is read again and its expiry pushed (and the update kept as its timeout
+  notice); a step that loses the compare-and-set to a concurrent update (`DialogChanged`) runs
+  again on the new state.
 - `of_message` reads the dialog of a message whose button was pressed (a picker, a chooser).
   Such a dialog is stored just after its message is sent, so a press on a message shown
   moments ago may arrive first (another bot process, a slow database): it is looked for during
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -109,16 +112,42 @@ class DialogCache:
         self._entries.pop(update.update_id, None)
 
 
-def answers_question(update: Update, question_id: int) -> bool:
-    """Does this message answer the bot's question `question_id`? In a private chat any
-    message of the user does; in a group only a reply to the question (privacy mode)."""
+def answers_question(update: Update, question_id: int, *, others: Collection[int] = ()) -> bool:
+    """Does this message answer the bot's question `question_id`? A reply to it does. In a
+    private chat any other message of the user does too (people do not always use "reply"),
+    except a reply to one of `others`: questions of the user's other dialogs, whose answer it
+    is. In a group only a reply to the question (privacy mode lets it through; a reply to
+    another message of the bot is no answer)."""
     message = update.message
     if message is None:
         return False
-    if message.chat.type == "private":
-        return True
     replied = message.reply_to_message
-    return replied is not None and replied.message_id == question_id
+    if replied is not None and replied.message_id == question_id:
+        return True
+    if message.chat.type == "private":
+        return replied is None or replied.message_id not in others
+    return False
+
+
+def questions_of(dialogs: UserDialogs) -> set[int]:
+    """The messages of the bot that the scene and audio waits among `dialogs` await a reply to."""
+    asked: set[int] = set()
+    if dialogs.scene_wait is not None:
+        asked.add(dialogs.scene_wait.state.prompt_message_id)
+    if dialogs.audio_wait is not None:
+        asked.add(dialogs.audio_wait.state.chooser_message_id)
+    return asked
+
+
+class _Command(filters.MessageFilter):
+    """A message starting with a /command: in its text or (unlike filters.COMMAND) its caption,
+    e.g. an audio captioned "/video ..."."""
+
+    def filter(self, message: Message) -> bool:
+        return command_of(message) is not None
+
+
+COMMAND = _Command(name="dialogs.COMMAND")
 
 
 class UpdateTest(filters.UpdateFilter):
@@ -185,11 +214,13 @@ def _chat_user(update: Update) -> tuple[int, int]:
 async def begin(
     update: Update, context: Context, state: CharacterDialog, *, ttl_s: float, notice_key: str
 ) -> None:
-    """Start (or restart) the user's character dialog in this chat."""
+    """Start (or restart) the user's character dialog in this chat; it becomes the `current`
+    one of this update (its first question is then recorded with `asked`)."""
     chat_id, user_id = _chat_user(update)
-    await service_of(context).dialogs.start(
+    dialog = await service_of(context).dialogs.start(
         chat_id, user_id, user_id, state, ttl_s=ttl_s, notice=notice(update, notice_key)
     )
+    setattr(context, _CURRENT, dialog)
 
 
 async def end(update: Update, context: Context) -> None:
@@ -214,6 +245,52 @@ async def advance(
     if saved is None:
         raise DialogChanged
     setattr(context, _CURRENT, saved)
+
+
+async def asked(context: Context, question: Message) -> None:
+    """Record `question`, just sent, as the message whose reply answers the current dialog (or
+    whose buttons it takes). Stored after the message is sent (its id is known only then), so
+    an answer arriving in between finds no question yet (see `takes`). When another update
+    changed the dialog meanwhile, that update asked its own question: nothing is recorded."""
+    dialog = current(context)
+    state = dialog.state.model_copy(update={"question_id": question.message_id})
+    saved = await service_of(context).dialogs.save(dialog, state)
+    if saved is None:
+        log.info("dialog changed before its question was recorded", message_id=question.message_id)
+        return
+    setattr(context, _CURRENT, saved)
+
+
+def takes(update: Update, dialog: Dialog[CharacterDialog], dialogs: UserDialogs) -> bool:
+    """Is this update for the character dialog (and not for another question of the bot)?
+
+    - A button: only under the dialog's question message (not under an abandoned draft's).
+    - A message replying to the question of the user's scene or audio wait: never (it is that
+      wait's answer).
+    - A /command (its step's /skip, /cancel; text only, see COMMAND): wherever it is sent.
+    - Any other message when it answers the dialog's question (`answers_question`, as the
+      scene and audio waits): in a private chat any message, in a group a reply to it.
+    A question not recorded (None: being sent right now, or a dialog stored by an older
+    version) takes a button of any message, and in a group a reply to any bot message."""
+    question = dialog.state.question_id
+    query = update.callback_query
+    if query is not None:
+        shown = query.message
+        return question is None or (shown is not None and shown.message_id == question)
+    message = update.message
+    if message is None:
+        return False
+    others = questions_of(dialogs) - {question}
+    replied = message.reply_to_message
+    if replied is not None and replied.message_id in others:
+        return False
+    if command_of(message) is not None:
+        return True
+    if question is not None:
+        return answers_question(update, question)
+    if message.chat.type == "private":
+        return True
+    return replied is not None and replied.from_user is not None and replied.from_user.is_bot
 
 
 async def finish(context: Context) -> Dialog[CharacterDialog]:
@@ -262,11 +339,18 @@ class StoredConversation(BaseHandler[Update, Context, None]):
                 return handler, check
         return None
 
+    def _take(
+        self, update: Update, dialog: Dialog[CharacterDialog] | None
+    ) -> tuple[BaseHandler[Update, Any, Any], object] | None:
+        """The handler of the dialog's step for the update, if the update is for the dialog."""
+        if dialog is None or not takes(update, dialog, self.cache.of(update)):
+            return None
+        return self._match(dialog.state.step, update)
+
     def check_update(self, update: object) -> object | None:
         if not isinstance(update, Update):
             return None
-        dialog = self.cache.of(update).character
-        return None if dialog is None else self._match(dialog.state.step, update)
+        return self._take(update, self.cache.of(update).character)
 
     async def _fresh(self, update: Update, context: Context) -> Dialog[CharacterDialog] | None:
         """The stored dialog now, its expiry pushed and this update kept for its notice."""
@@ -288,7 +372,7 @@ class StoredConversation(BaseHandler[Update, Context, None]):
     ) -> None:
         for attempt in range(STEP_ATTEMPTS):
             dialog = await self._fresh(update, context)
-            matched = None if dialog is None else self._match(dialog.state.step, update)
+            matched = self._take(update, dialog)
             if dialog is None or matched is None:
                 log.info("dialog moved on before this update", update_id=update.update_id)
                 if update.callback_query is not None:

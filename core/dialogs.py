@@ -64,7 +64,9 @@ class CharacterStep(StrEnum):
 
 class CharacterDialog(DialogState):
     """A character being created (the draft; its reference photo is the attachment) or one
-    field of `character_id` being edited."""
+    field of `character_id` being edited. `question_id` is the bot's message that asks for the
+    answer of the current step (or carries its buttons); None until it is sent, and in dialogs
+    stored before it was recorded."""
 
     kind: ClassVar[DialogKind] = DialogKind.CHARACTER
     step: CharacterStep
@@ -75,6 +77,7 @@ class CharacterDialog(DialogState):
     has_reference: bool = False
     character_id: UUID | None = None
     field: str = ""
+    question_id: int | None = None
 
 
 class SceneWait(DialogState):

@@ -7,7 +7,10 @@ leaves at any step, and after CONVERSATION_TIMEOUT_S without an answer the dialo
 message. The dialog (the draft, its reference photo) is stored in PostgreSQL
 (`core.dialogs.CharacterDialog`, driven by `bot.dialogs.StoredConversation`), so any bot process
 continues it. In groups every question is asked as a selective ForceReply: the answer is a reply
-to the bot, which privacy mode lets through.
+to the bot, which privacy mode lets through. The dialog keeps the id of its last question (`_ask`,
+`dialogs.asked`): in a group only a reply to that question is its answer, in a private chat any
+message but a reply to another question of the bot (a scene's), and only the buttons of that
+message act on it (those of an abandoned draft are no longer valid); see `dialogs.takes`.
 """
 
 from __future__ import annotations
@@ -104,6 +107,17 @@ async def _begin(update: Update, context: Context, state: CharacterDialog) -> No
     )
 
 
+async def _ask(
+    update: Update, context: Context, text: str, markup: InlineKeyboardMarkup | None = None
+) -> None:
+    """Ask the dialog's question (in groups as a ForceReply, unless it has buttons) and record
+    its message: in a group only a reply to it answers the dialog, and only its buttons act on
+    the dialog (`dialogs.takes`). A question asked again after a refused answer is recorded too:
+    the ForceReply makes the next answer a reply to it."""
+    question = await reply(update, text, markup=ask_markup(update) if markup is None else markup)
+    await dialogs.asked(context, question)
+
+
 def _temp_dir(context: Context) -> Path:
     folder = runtime_of(context).settings.data_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,31 +135,28 @@ async def _check_name(update: Update, context: Context, asker: Who, text: str | 
     """A usable new name, or None after telling the user what to fix."""
     lang, name = asker.lang, _squeeze(text)
     if not name:
-        await reply(update, t("chars.name_empty", lang), markup=ask_markup(update))
+        await _ask(update, context, t("chars.name_empty", lang))
         return None
     if len(name) > NAME_MAX:
-        await reply(
-            update,
-            t("chars.name_too_long", lang, length=len(name), max=NAME_MAX),
-            markup=ask_markup(update),
-        )
+        await _ask(update, context, t("chars.name_too_long", lang, length=len(name), max=NAME_MAX))
         return None
     try:
         name = clean_name(name)
     except InvalidInput as error:
         log.info("character name refused", reason=str(error))
-        await reply(update, t("chars.name_bad", lang), markup=ask_markup(update))
+        await _ask(update, context, t("chars.name_bad", lang))
         return None
     try:
         return await service_of(context).check_new_name(asker.user_id, name)
     except InvalidInput as error:
         log.info("character name refused", reason=str(error))
-        await reply(update, t("chars.name_taken", lang, name=name), markup=ask_markup(update))
+        await _ask(update, context, t("chars.name_taken", lang, name=name))
         return None
 
 
 async def _check_long_text(
     update: Update,
+    context: Context,
     asker: Who,
     text: str | None,
     *,
@@ -156,15 +167,11 @@ async def _check_long_text(
 ) -> str | None:
     value = (text or "").strip()
     if required and not value:
-        await reply(
-            update, t(f"chars.{field}_empty", asker.lang, name=name), markup=ask_markup(update)
-        )
+        await _ask(update, context, t(f"chars.{field}_empty", asker.lang, name=name))
         return None
     if len(value) > limit:
-        await reply(
-            update,
-            t(f"chars.{field}_too_long", asker.lang, length=len(value), max=limit),
-            markup=ask_markup(update),
+        await _ask(
+            update, context, t(f"chars.{field}_too_long", asker.lang, length=len(value), max=limit)
         )
         return None
     try:
@@ -186,14 +193,14 @@ async def _receive_reference(update: Update, context: Context, asker: Who) -> by
         file_id, size = message.document.file_id, message.document.file_size
     else:
         log.info("reference is not a photo", user_id=asker.user_id)
-        await reply(update, t("chars.reference_not_photo", asker.lang), markup=ask_markup(update))
+        await _ask(update, context, t("chars.reference_not_photo", asker.lang))
         return None
     limit_mb = MAX_PHOTO_BYTES // 1024 // 1024
     if size is not None and size > MAX_PHOTO_BYTES:
         log.info("reference too big", size=size)
         mb = round(size / 1024 / 1024, 1)
         too_big = t("chars.reference_too_big", asker.lang, size=mb, max=limit_mb)
-        await reply(update, too_big, markup=ask_markup(update))
+        await _ask(update, context, too_big)
         return None
     await message.reply_chat_action(ChatAction.TYPING)
     try:
@@ -202,20 +209,13 @@ async def _receive_reference(update: Update, context: Context, asker: Who) -> by
     except BadRequest as error:  # "file is too big" when the update gave no file_size
         log.info("reference download refused", error=error.message)
         too_big = t("chars.reference_too_big", asker.lang, size=f">{limit_mb}", max=limit_mb)
-        await reply(update, too_big, markup=ask_markup(update))
+        await _ask(update, context, too_big)
         return None
     try:
         png, (width, height), _ = await asyncio.to_thread(build_reference, data)
     except InvalidInput as error:
-        await reply(
-            update,
-            t(
-                "chars.reference_retry",
-                asker.lang,
-                message=core_text(error.user_message, asker.lang),
-            ),
-            markup=ask_markup(update),
-        )
+        message_text = core_text(error.user_message, asker.lang)
+        await _ask(update, context, t("chars.reference_retry", asker.lang, message=message_text))
         return None
     log.info("reference received", width=width, height=height)
     return png
@@ -247,7 +247,7 @@ async def new_character(update: Update, context: Context) -> None:
         await report_error(update, error, asker.lang)
         return
     await _begin(update, context, CharacterDialog(step=Step.NAME))
-    await reply(update, t("chars.ask_name", asker.lang, max=NAME_MAX), markup=ask_markup(update))
+    await _ask(update, context, t("chars.ask_name", asker.lang, max=NAME_MAX))
 
 
 async def got_name(update: Update, context: Context) -> None:
@@ -258,10 +258,8 @@ async def got_name(update: Update, context: Context) -> None:
     if name is None:
         return
     await dialogs.advance(context, draft.model_copy(update={"name": name, "step": Step.APPEARANCE}))
-    await reply(
-        update,
-        t("chars.ask_appearance", asker.lang, name=name, max=APPEARANCE_MAX),
-        markup=ask_markup(update),
+    await _ask(
+        update, context, t("chars.ask_appearance", asker.lang, name=name, max=APPEARANCE_MAX)
     )
 
 
@@ -271,6 +269,7 @@ async def got_appearance(update: Update, context: Context) -> None:
     message = update.effective_message
     value = await _check_long_text(
         update,
+        context,
         asker,
         message.text if message else None,
         field="appearance",
@@ -287,10 +286,11 @@ async def got_appearance(update: Update, context: Context) -> None:
     keyboard.append(
         [kb.button(t_plain("common.cancel", asker.lang), NEW_CANCEL.data(owner=asker.user_id))]
     )
-    await reply(
+    await _ask(
         update,
+        context,
         t("chars.ask_style", asker.lang, name=draft.name),
-        markup=InlineKeyboardMarkup(keyboard),
+        InlineKeyboardMarkup(keyboard),
     )
 
 
@@ -307,9 +307,7 @@ async def got_style(update: Update, context: Context) -> None:
         update.callback_query,
         t("chars.ask_style", asker.lang, name=draft.name) + f" <b>{draft.style}</b>",
     )
-    await reply(
-        update, t("chars.ask_personality", asker.lang, name=draft.name), markup=ask_markup(update)
-    )
+    await _ask(update, context, t("chars.ask_personality", asker.lang, name=draft.name))
 
 
 async def style_needs_button(update: Update, context: Context) -> None:
@@ -323,6 +321,7 @@ async def got_personality(update: Update, context: Context) -> None:
     message = update.effective_message
     value = await _check_long_text(
         update,
+        context,
         asker,
         message.text if message else None,
         field="personality",
@@ -346,9 +345,7 @@ async def _ask_reference(
     update: Update, context: Context, asker: Who, draft: CharacterDialog
 ) -> None:
     await dialogs.advance(context, draft.model_copy(update={"step": Step.REFERENCE}))
-    await reply(
-        update, t("chars.ask_reference", asker.lang, name=draft.name), markup=ask_markup(update)
-    )
+    await _ask(update, context, t("chars.ask_reference", asker.lang, name=draft.name))
 
 
 async def got_reference(update: Update, context: Context) -> None:
@@ -394,7 +391,7 @@ async def _ask_confirm(
         yes_key="chars.btn_create",
         no_key="common.cancel",
     )
-    await reply(update, text, markup=markup)
+    await _ask(update, context, text, markup)
 
 
 async def confirm_needs_button(update: Update, context: Context) -> None:
@@ -648,15 +645,12 @@ async def edit_field(update: Update, context: Context) -> None:
     )
     await toast(update)
     if field == "reference":
-        await reply(
-            update,
-            t("chars.edit_ask_reference", asker.lang, name=character.name),
-            markup=ask_markup(update),
-        )
+        await _ask(update, context, t("chars.edit_ask_reference", asker.lang, name=character.name))
         return
     current = getattr(character, field) or t_plain("chars.none_value", asker.lang)
-    await reply(
+    await _ask(
         update,
+        context,
         t(
             "chars.edit_ask_text",
             asker.lang,
@@ -664,7 +658,6 @@ async def edit_field(update: Update, context: Context) -> None:
             name=character.name,
             current=_shorten(str(current), 300),
         ),
-        markup=ask_markup(update),
     )
 
 
@@ -696,6 +689,7 @@ async def got_edit_text(update: Update, context: Context) -> None:
         limit = APPEARANCE_MAX if editing.field == "appearance" else PERSONALITY_MAX
         value = await _check_long_text(
             update,
+            context,
             asker,
             text,
             field=editing.field,
@@ -721,7 +715,7 @@ async def got_edit_text(update: Update, context: Context) -> None:
 
 async def edit_needs_text(update: Update, context: Context) -> None:
     asker = await who(update, context)
-    await reply(update, t("chars.edit_text_only", asker.lang), markup=ask_markup(update))
+    await _ask(update, context, t("chars.edit_text_only", asker.lang))
 
 
 async def got_edit_photo(update: Update, context: Context) -> None:
@@ -846,9 +840,11 @@ async def sheet(update: Update, context: Context) -> None:
 
 def conversation(cache: dialogs.DialogCache) -> dialogs.StoredConversation:
     """The steps of the dialog; its entry points are registered before it (see `register`)."""
-    text = filters.TEXT & ~filters.COMMAND
-    other = ~filters.COMMAND & ~filters.TEXT
-    photo = filters.PHOTO | filters.Document.IMAGE
+    # dialogs.COMMAND also sees a caption's command: an audio captioned "/video ..." is no answer
+    command = dialogs.COMMAND
+    text = filters.TEXT & ~command
+    other = ~command & ~filters.TEXT
+    photo = (filters.PHOTO | filters.Document.IMAGE) & ~command
     cache.want(commands=("cancel", "skip"), buttons=(NEW_STYLE, NEW_OK, NEW_CANCEL))
     return dialogs.StoredConversation(
         cache,
@@ -860,7 +856,7 @@ def conversation(cache: dialogs.DialogCache) -> dialogs.StoredConversation:
             ],
             Step.STYLE: [
                 CallbackQueryHandler(got_style, pattern=NEW_STYLE.pattern),
-                MessageHandler(~filters.COMMAND, style_needs_button),
+                MessageHandler(~command, style_needs_button),
             ],
             Step.PERSONALITY: [
                 MessageHandler(text, got_personality),
@@ -870,18 +866,18 @@ def conversation(cache: dialogs.DialogCache) -> dialogs.StoredConversation:
             Step.REFERENCE: [
                 MessageHandler(photo, got_reference),
                 CommandHandler("skip", skip_reference),
-                MessageHandler(~filters.COMMAND, got_reference),
+                MessageHandler(~command, got_reference),
             ],
             Step.CONFIRM: [
                 CallbackQueryHandler(create, pattern=NEW_OK.pattern),
-                MessageHandler(~filters.COMMAND, confirm_needs_button),
+                MessageHandler(~command, confirm_needs_button),
             ],
             Step.EDIT_TEXT: [
                 MessageHandler(text, got_edit_text),
                 MessageHandler(other, edit_needs_text),
             ],
             Step.EDIT_PHOTO: [
-                MessageHandler(~filters.COMMAND, got_edit_photo),
+                MessageHandler(~command, got_edit_photo),
                 CommandHandler("skip", cancel),  # its refusals end with "or /skip"
             ],
         },
