@@ -9,11 +9,12 @@ cached for the rest of the update. The gate (bot/gate.py) calls it first, before
 from __future__ import annotations
 
 import contextlib
-import html
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from html import escape as escape_html
+from html import unescape as unescape_html
 from typing import Any
 
 from telegram import (
@@ -23,11 +24,13 @@ from telegram import (
     Message,
     Update,
 )
+from telegram import User as TelegramUser
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, ContextTypes
 
 from bot.keyboards import NOOP, Action, Callback, decode
+from bot.render import isolate
 from bot.texts import core_text, pick_language, t, t_plain
 from core.errors import AnimeBotError
 from core.logs import bind_context, get_logger
@@ -44,6 +47,7 @@ ReplyMarkup = InlineKeyboardMarkup | ForceReply
 
 _WHO_KEY = "_animebot_who"
 _HTML_TAG = re.compile(r"<[^>]*>")  # in our HTML texts every "<" of a value is escaped
+MENTION_NAME_MAX = 64  # characters of a first name (Telegram allows 64)
 
 
 # -- app data ------------------------------------------------------------------------------------
@@ -139,18 +143,45 @@ async def reply(
     html: bool = True,
     quote: bool | None = None,
 ) -> Message:
-    """Answer in the same chat and forum topic; quote the user's message in groups."""
+    """Answer in the same chat and forum topic; quote the user's message in groups.
+
+    A selective ForceReply only opens the reply box of the users the message @mentions and of
+    the sender of the message it replies to (Bot API, ForceReply.selective). A question that
+    does not quote the user's own message (one asked after a button press) would target nobody,
+    so in a group it starts with a mention of the user (`addressed`)."""
     message = update.effective_message
     if message is None:
         raise ValueError("nothing to reply to")
     from_user = update.callback_query is None
     do_quote = quote if quote is not None else (from_user and is_group(update))
+    user = update.effective_user
+    if (
+        isinstance(markup, ForceReply)
+        and markup.selective
+        and is_group(update)
+        and user is not None
+        and not (from_user and do_quote)
+    ):
+        text, html = addressed(user, text if html else escape_html(text)), True
     return await message.reply_text(
         text,
         parse_mode=ParseMode.HTML if html else None,
         reply_markup=markup,
         do_quote=do_quote,
     )
+
+
+def mention(user: TelegramUser) -> str:
+    """An HTML mention of `user` by id (it works without a username): their first name,
+    linked to tg://user?id=..."""
+    name = isolate(user.first_name.strip()[:MENTION_NAME_MAX] or user.username or str(user.id))
+    return f'<a href="tg://user?id={user.id}">{escape_html(name)}</a>'
+
+
+def addressed(user: TelegramUser, text: str) -> str:
+    """The HTML `text` addressed to `user` ("Alice, ..."): the mention makes a selective
+    ForceReply open the reply box for them."""
+    return f"{mention(user)}, {text}"
 
 
 def ask_markup(update: Update, placeholder: str | None = None) -> ForceReply | None:
@@ -164,7 +195,7 @@ def _shows(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> 
     """The message already shows this HTML `text` (formatting aside) and these buttons."""
     has_media = message.photo or message.video or message.document or message.animation
     current = (message.caption if has_media else message.text) or ""
-    plain = html.unescape(_HTML_TAG.sub("", text))
+    plain = unescape_html(_HTML_TAG.sub("", text))
     return current.strip() == plain.strip() and message.reply_markup == markup
 
 

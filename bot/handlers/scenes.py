@@ -9,13 +9,17 @@
 - The `scene` button of a character card (bot.keyboards.SCENE, from bot/handlers/characters.py)
   asks for the scene text (the next message in a private chat, a reply in a group); the
   character is preselected. Replying `/video ...` to that question makes a video instead.
+  In a group every open question can be answered (two topics, two characters): the wait is
+  kept per question. A reply to a scene question that can no longer be answered (answered,
+  expired) is told so (`scenes.ask_closed`); one to another user's question too.
 - Soundtracks (bot/handlers/music.py extends this flow): `/video ... --music "query"` shows the
   music chooser once the characters are known (`queue_scene`); `--music` on /image is refused
   with a clear message; a video may carry its soundtrack through the picker (`PickerDraft`).
 
-Pickers (keyed by the picker message) and "what happens in the scene?" waits (keyed by chat
-and user) are stored in PostgreSQL (`core.dialogs`), so any bot process continues them; a
-picker expires after PICKER_TTL_S, a wait after WAIT_TTL_S.
+Pickers (keyed by the picker message) and "what happens in the scene?" waits (keyed by the
+question in a group, by the user in a private chat) are stored in PostgreSQL (`core.dialogs`),
+so any bot process continues them; a picker expires after PICKER_TTL_S, a wait after
+WAIT_TTL_S.
 
 Every job gets one progress message (`bot.live.LiveProgress.post`).
 """
@@ -60,7 +64,7 @@ from bot.render import (
     picker_markup,
     trim_text,
 )
-from bot.texts import core_text, t, t_plain
+from bot.texts import LANGUAGES, core_text, t, t_plain
 from core.dialogs import Dialog, PickerDraft, SceneOrder, SceneWait
 from core.errors import AnimeBotError, InvalidInput
 from core.logs import get_logger
@@ -74,25 +78,90 @@ PICKER_TTL_S = 24 * 60 * 60.0
 WAIT_TTL_S = 15 * 60.0
 SCENE_PREVIEW = 300
 REDRAW_ATTEMPTS = 3
+# Where the question starts in its plain text, in each language: at the start, or after the
+# "Name, " that addresses it to the user in a group (bot.context.addressed).
+_QUESTION_MARKERS = tuple(
+    t_plain("scenes.ask_scene", lang, name="\0").partition("\0")[0] for lang in LANGUAGES
+)
+_ADDRESS_MAX = 80  # characters of that "Name, " at most (a first name has 64)
+
+
+def scene_question_of(update: Update) -> Message | None:
+    """The bot's "what happens in the scene?" question this message replies to, if it does
+    (known by its text: an expired question has no stored wait)."""
+    message = update.message
+    replied = message.reply_to_message if message is not None else None
+    sender = replied.from_user if replied is not None else None
+    if replied is None or sender is None or not sender.is_bot or replied.text is None:
+        return None
+    try:
+        if sender.id != replied.get_bot().id:
+            return None
+    except RuntimeError:  # no bot attached, or not initialised: whose message is unknown
+        return None
+    text = replied.text
+    for marker in _QUESTION_MARKERS:
+        at = text.find(marker, 0, _ADDRESS_MAX + len(marker))
+        if at == 0 or (at > 0 and text[:at].endswith(", ")):
+            return replied
+    return None
 
 
 def waiting_for(cache: dialogs.DialogCache, update: Update) -> Dialog[SceneWait] | None:
-    """The scene wait this message answers (in a group: a reply to the question)."""
+    """The user's wait stored per chat and user (a private chat's) this message answers: in a
+    private chat any message, but a reply to another scene question only answers that one;
+    in a group a reply to the question (a wait stored before they were kept per question)."""
     wait = cache.of(update).scene_wait
     if wait is None or not dialogs.answers_question(update, wait.state.prompt_message_id):
+        return None
+    question = scene_question_of(update)
+    if question is not None and question.message_id != wait.state.prompt_message_id:
         return None
     return wait
 
 
-async def take_wait(update: Update, context: Context) -> SceneWait | None:
-    """End the wait this message answers and return it (None when another update took it)."""
+def answers_scene_question(cache: dialogs.DialogCache, update: Update) -> bool:
+    """Is this message an answer to a scene question (maybe one that is closed)?"""
+    return waiting_for(cache, update) is not None or scene_question_of(update) is not None
+
+
+async def find_wait(update: Update, context: Context) -> tuple[Dialog[SceneWait] | None, str]:
+    """The wait this message answers; else none and, when the message replies to a scene
+    question that cannot be answered (by this user), the key of the text saying why."""
     wait = waiting_for(dialogs.cache_of(context.application), update)
+    if wait is not None:
+        return wait, ""
+    question = scene_question_of(update)
+    if question is None:
+        return None, ""
+    wait = await dialogs.of_message(context, SceneWait, question)  # kept per question
+    user = update.effective_user
+    if wait is None or wait.state.prompt_message_id != question.message_id:
+        log.info("reply to a closed scene question", message_id=question.message_id)
+        return None, "scenes.ask_closed"
+    if user is None or wait.user_id != user.id:
+        log.info("reply to the scene question of another user", message_id=question.message_id)
+        return None, "common.not_yours"
+    return wait, ""
+
+
+async def take_answered(update: Update, context: Context) -> tuple[SceneWait | None, str]:
+    """End the wait this message answers and return it (none when another update took it
+    first), or none and why the question it replies to is not answered (`find_wait`)."""
+    wait, refusal = await find_wait(update, context)
     if wait is None:
-        return None
+        return None, refusal
     taken = await service_of(context).dialogs.take(
         SceneWait, wait.chat_id, wait.key, version=wait.version
     )
-    return None if taken is None else taken.state
+    return (None, "") if taken is None else (taken.state, "")
+
+
+async def take_wait(update: Update, context: Context) -> SceneWait | None:
+    """End the wait this message answers and return it (None when there is none, or when
+    another update took it)."""
+    wait, _refusal = await take_answered(update, context)
+    return wait
 
 
 def command_text(message: Message) -> str:
@@ -356,8 +425,12 @@ async def scene_answer(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    wait = await take_wait(update, context)
+    wait, refusal = await take_answered(update, context)
     if wait is None:
+        if refusal:
+            asker = await who(update, context)
+            button = t_plain("chars.btn_scene", asker.lang)
+            await reply(update, t(refusal, asker.lang, button=button))
         return
     await start_scene(
         update,
@@ -504,13 +577,12 @@ async def scene_button(update: Update, context: Context) -> None:
         t("scenes.ask_scene", asker.lang, name=isolate(character.name)),
         markup=ask_markup(update, t_plain("scenes.ask_placeholder", asker.lang)),
     )
-    await service_of(context).dialogs.start(
-        asker.chat_id,
-        asker.user_id,
-        asker.user_id,
-        SceneWait(character_id=character.id, prompt_message_id=question.message_id),
-        ttl_s=WAIT_TTL_S,
-    )
+    wait = SceneWait(character_id=character.id, prompt_message_id=question.message_id)
+    store = service_of(context).dialogs
+    if asker.in_group:  # every open question can be answered, until it expires
+        await store.start(asker.chat_id, question.message_id, asker.user_id, wait, ttl_s=WAIT_TTL_S)
+    else:  # the next message answers: the newest question only
+        await store.start(asker.chat_id, asker.user_id, asker.user_id, wait, ttl_s=WAIT_TTL_S)
     log.info("asked for a scene", character_id=str(character.id), user_id=asker.user_id)
 
 
@@ -531,7 +603,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             filters.TEXT
             & ~filters.COMMAND
             & dialogs.UpdateTest(
-                "answers_scene_question", lambda u: waiting_for(cache, u) is not None
+                "answers_scene_question", lambda u: answers_scene_question(cache, u)
             ),
             scene_answer,
         )

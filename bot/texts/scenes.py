@@ -53,6 +53,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Она читает в дождливом кафе…",
     },
     "scenes.ask_toast": {"en": "Describe the scene.", "ru": "Опишите сцену."},
+    "scenes.ask_closed": {
+        "en": "This question is closed: it was answered, it expired or newer ones replaced it. "
+        "Tap <b>{button}</b> on the character again, or send <code>/image</code> with the "
+        "scene.",
+        "ru": "Этот вопрос закрыт: на него уже ответили, он устарел или его сменили новые. "
+        "Снова нажмите <b>{button}</b> у персонажа или отправьте <code>/image</code> с "
+        "описанием сцены.",
+    },
     # -- progress message -----------------------------------------------------------------------
     "scenes.kind_image": {"en": "Image", "ru": "Картинка"},
     "scenes.kind_video": {"en": "Video", "ru": "Видео"},

@@ -7,8 +7,6 @@ others pin down behaviour that works and was not tested before.
 
 from __future__ import annotations
 
-import pytest
-
 from bot.handlers.characters import EDIT_FIELD
 from bot.keyboards import SCENE
 from tests.e2e.conftest import MakeBot
@@ -69,12 +67,6 @@ def targets(fake: FakeTelegram, question: StoredMessage, user: FakeUser) -> bool
     return mentioned or replied
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a question asked after a button press (scene, edit a field, personality) carries a "
-    "selective ForceReply that targets nobody: it neither replies to the user's message nor "
-    "mentions the user",
-)
 async def test_questions_after_a_button_press_target_the_user_with_their_force_reply(
     make_bot: MakeBot,
 ) -> None:
@@ -96,12 +88,6 @@ async def test_questions_after_a_button_press_target_the_user_with_their_force_r
     assert [targets(bot.fake, q, alice) for q in (scene, edit)] == [True, True]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reply to an earlier 'what happens in the scene?' question (here: in another "
-    "forum topic) gets no answer at all: the one wait per chat and user was replaced by the "
-    "newer question, and the reply is dropped silently",
-)
 async def test_a_reply_to_the_scene_question_of_another_topic_is_answered(
     make_bot: MakeBot,
 ) -> None:
