@@ -1,7 +1,8 @@
 """The gate: what runs before every handler (group -2).
 
-It drops updates from bots and commands addressed to other bots, then reads three things from
-PostgreSQL at once (three pooled connections, so one round trip of latency instead of three):
+It drops updates from bots and commands addressed to other bots (a command sent on behalf of
+a group or channel, as by an anonymous group admin, is told how to be seen), then reads three
+things from PostgreSQL at once (three pooled connections: one round trip of latency, not three):
 - the user's flood limit (`service.rate_limit`: one token bucket per user shared by every bot
   process), for commands and button presses only;
 - the asker (`who`: records the user and chat, raises `AccessDenied` for banned users and chats
@@ -72,13 +73,22 @@ async def _nothing() -> None:
 
 async def gate(update: Update, context: Context) -> None:
     user, chat = update.effective_user, update.effective_chat
-    if user is None or chat is None or user.is_bot:
+    if user is None or chat is None:
         raise ApplicationHandlerStop
     message = update.message
     if message is not None:
         target = command_target(message)
         if target is not None and target.lower() != (context.bot.username or "").lower():
             raise ApplicationHandlerStop  # `/cmd@OtherBot`
+    if user.is_bot:
+        if (
+            message is not None
+            and message.sender_chat is not None
+            and is_command(message)
+            and service_of(context).policy.chat_allowed(chat.id)
+        ):
+            await _anonymous(update, message)
+        raise ApplicationHandlerStop
     counted = update.callback_query is not None or (message is not None and is_command(message))
     service = service_of(context)
     actor = actor_of(update)
@@ -103,6 +113,19 @@ async def gate(update: Update, context: Context) -> None:
             await _store_failed(update, context, outcome)
     if isinstance(user_dialogs, UserDialogs):
         dialogs.cache_of(context.application).put(update, user_dialogs)
+
+
+async def _anonymous(update: Update, message: Message) -> None:
+    """A command sent on behalf of a chat (an anonymous group admin, or a channel): its sender
+    cannot be told apart from anyone else, so nothing can run for them; say how to be seen."""
+    sender = message.sender_chat
+    log.info(
+        "command from an anonymous sender",
+        chat_id=message.chat_id,
+        sender_chat_id=sender.id if sender else None,
+    )
+    with contextlib.suppress(TelegramError):
+        await reply(update, t("common.anonymous_sender", language_of(update)))
 
 
 async def _slow_down(update: Update, verdict: RateVerdict, lang: str) -> NoReturn:

@@ -32,6 +32,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Извините, у меня что-то сломалось. Код ошибки: <code>{ref}</code>",
     },
     "common.failed": {"en": "{message}", "ru": "{message}"},
+    "common.anonymous_sender": {
+        "en": "You are writing on behalf of a group or a channel, so I cannot tell who you are. "
+        "Please write from your own account (group admins: turn off “Remain anonymous” in your "
+        "admin rights).",
+        "ru": "Вы пишете от имени группы или канала, поэтому я не знаю, кто вы. Пожалуйста, "
+        "пишите от своего аккаунта (администраторам группы: отключите «Анонимность» в своих "
+        "правах администратора).",
+    },
     "common.cancelled": {
         "en": "Cancelled. Nothing was saved.",
         "ru": "Отменено. Ничего не сохранено.",

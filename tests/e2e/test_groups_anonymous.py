@@ -1,82 +1,51 @@
-"""Audit of groups, forum topics and concurrency: the real bot against the fake Bot API, the fake
-ComfyUI and a real PostgreSQL.
-
-Tests marked `xfail(strict=True)` show a bug that is still open (each reason says which); the
-others pin down behaviour that works and was not tested before.
-"""
+"""Commands sent on behalf of a chat: an anonymous group admin (from @GroupAnonymousBot, with
+`sender_chat` the group itself) or a member writing as a channel (from @Channel_Bot). Telegram
+does not say who sent them, so nothing can run for them: each command is answered with how to
+be seen, everything else is ignored."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.e2e.harness import BotHarness, Sent
-from tests.fakes.telegram import (
-    FakeChat,
-    FakeTelegram,
-    FakeUser,
-    JSONDict,
-    StoredMessage,
-)
+from tests.fakes.telegram import FakeChat, FakeUser
 
 BOT = "@AnimeStudioTestBot"
 ANONYMOUS_ADMIN_ID = 1087968824  # @GroupAnonymousBot: the sender of an anonymous admin's message
+CHANNEL_BOT_ID = 136817688  # @Channel_Bot: the sender of a message written as a channel
+HOW_TO_BE_SEEN = "write from your own account"
 
 
-async def answer(
-    bot: BotHarness, chat: FakeChat, user: FakeUser, prompt: StoredMessage, text: str, expect: str
-) -> StoredMessage:
-    """Answer the bot's question as a reply (what a ForceReply makes the client do)."""
-    return await bot.wait_reply(bot.send(chat, user, text, reply_to=prompt), contains=expect)
+def send_as_chat(bot: BotHarness, group: FakeChat, text: str, *, channel: bool) -> Sent:
+    """A message of `group` sent on behalf of the group itself, or of a channel."""
+    if channel:
+        sender = FakeUser(CHANNEL_BOT_ID, "Channel", username="Channel_Bot", is_bot=True)
+        sender_chat = {"id": -1001234567890, "type": "channel", "title": "Fan channel"}
+    else:
+        sender = FakeUser(ANONYMOUS_ADMIN_ID, "Group", username="GroupAnonymousBot", is_bot=True)
+        sender_chat = group.to_api()
+    update = bot.fake.inject_message(group, sender, text)
+    assert update is not None
+    update["message"]["sender_chat"] = sender_chat  # nothing awaited since the injection
+    return Sent(group, sender, update["message"]["message_id"], True)
 
 
-async def draft_to_confirm(
-    bot: BotHarness, chat: FakeChat, user: FakeUser, name: str, *, thread_id: int | None = None
-) -> StoredMessage:
-    """/newcharacter up to its "Create this character?" message, every answer a reply."""
-    sent = bot.send(chat, user, f"/newcharacter{BOT}", thread_id=thread_id)
-    ask = await bot.wait_reply(sent, contains="name")
-    look = await answer(bot, chat, user, ask, name, f"How does {name} look")
-    style = await answer(bot, chat, user, look, "pink hair", "Which style")
-    bot.click(chat, user, style, "chibi")
-    personality = await bot.wait_reply(
-        Sent(chat, user, style.message_id, True), contains=f"{name}'s personality"
-    )
-    reference = await answer(bot, chat, user, personality, "/skip", "reference photo")
-    return await answer(bot, chat, user, reference, "/skip", "Create this character?")
-
-
-def sent_params(fake: FakeTelegram, message: StoredMessage) -> JSONDict:
-    """The parameters of the sendMessage call that created `message`."""
-    for call in fake.calls_of("sendMessage"):
-        if call.ok and call.result["message_id"] == message.message_id:
-            return call.params
-    raise AssertionError(f"no sendMessage made message {message.message_id}")
-
-
-def targets(fake: FakeTelegram, question: StoredMessage, user: FakeUser) -> bool:
-    """Does a selective ForceReply of `question` reach `user`? (Bot API, ForceReply.selective:
-    the users @mentioned in the text, and the sender of the message it replies to.)"""
-    text = str(sent_params(fake, question).get("text") or "")
-    mentioned = f"tg://user?id={user.id}" in text or (
-        user.username is not None and f"@{user.username}" in text
-    )
-    replied = question.reply_to is not None and question.reply_to.sender.id == user.id
-    return mentioned or replied
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a command of an anonymous group admin (from @GroupAnonymousBot, sender_chat = the "
-    "group) gets no answer at all: the gate drops every message whose sender is a bot",
-)
-async def test_an_anonymous_admin_gets_an_answer(bot_harness: BotHarness) -> None:
+@pytest.mark.parametrize("channel", [False, True], ids=["anonymous-admin", "as-a-channel"])
+async def test_a_command_sent_on_behalf_of_a_chat_is_told_how_to_be_seen(
+    bot_harness: BotHarness, channel: bool
+) -> None:
     bot = bot_harness
     ada = bot.fake.user("Ada")
     group = bot.fake.supergroup("Studio", admins=[ada])
-    anonymous = FakeUser(ANONYMOUS_ADMIN_ID, "Group", username="GroupAnonymousBot", is_bot=True)
-    update = bot.fake.inject_message(group, anonymous, f"/settings{BOT}")
-    assert update is not None
-    update["message"]["sender_chat"] = group.to_api()  # nothing awaited since the injection
-    sent = Sent(group, anonymous, update["message"]["message_id"], True)
-    await bot.settle()
-    assert bot.replies_after(sent), "silence"
+    sent = send_as_chat(bot, group, f"/settings{BOT}", channel=channel)
+    answer = await bot.wait_reply(sent, contains=HOW_TO_BE_SEEN)
+    assert "Remain anonymous" in (answer.content or "")
+    assert len(bot.replies_after(sent)) == 1
+
+    # Chatter and commands for other bots from such a sender stay unanswered (seen by the bot
+    # with privacy mode off, as when it is a group admin).
+    bot.fake.privacy_mode = False
+    for text in ("hello everyone", "/settings@OtherBot"):
+        quiet = send_as_chat(bot, group, text, channel=channel)
+        await bot.settle()
+        assert not bot.replies_after(quiet), text
