@@ -38,6 +38,7 @@ from bot.handlers import (
     results,
     scenes,
     start,
+    upgrades,
 )
 from bot.handlers import (
     settings as settings_handlers,
@@ -60,7 +61,7 @@ POLL_TIMEOUT_S = 10
 BOOTSTRAP_RETRIES = 5
 CONCURRENT_UPDATES = 64
 RATE_MARGIN = 1.05  # rate-limit periods are this much longer than Telegram's
-HANDLER_MODULES = (start, characters, settings_handlers, admin, queue, scenes, results)
+HANDLER_MODULES = (start, characters, settings_handlers, admin, queue, scenes, results, upgrades)
 TRANSPORTS_KEY = "_animebot_transports"
 
 

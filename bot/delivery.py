@@ -13,7 +13,11 @@ Wiring (bot/app.py):
   credit. An image replaces the job's progress message in place
   (editMessageMedia); a video, or an image whose progress message cannot be edited, is sent as
   a new message replying to the request in the same forum topic, and the progress message is
-  deleted. With the chat's `send_original` setting the original file follows as a document.
+  deleted. With the chat's `send_original` setting the original file follows as a document,
+  in the result's topic (the chat, when the job's topic was deleted and the result went there).
+  A group upgraded to a supergroup (ChatMigrated): the chat's stored state moves to the new id
+  first (`service.chat_migrated`: the job too, so its buttons work there), then the result is
+  sent to the supergroup.
   403 (blocked, removed from the group) and requests Telegram rejects for good return a receipt
   with `message_id=None` and `error`; RetryAfter / NetworkError / TimedOut are raised so core
   retries later (the job stays `delivering`).
@@ -178,9 +182,13 @@ async def send_original(
     lang: str,
     *,
     reply_to: int | None,
+    thread_id: int | None,
     chat_id: int | None = None,
 ) -> Message:
-    """The original file of `output` as a document (raises Undeliverable when it cannot be)."""
+    """The original file of `output` as a document, replying to `reply_to` in forum topic
+    `thread_id`: the result's own (not the job's: the result fell back to the chat when the
+    job's topic was deleted). A topic Telegram no longer knows sends it to the chat, as
+    `_send_new` does. Raises Undeliverable when the file cannot be sent."""
     path = Path(output.file_path)
     try:
         size = (await asyncio.to_thread(path.stat)).st_size
@@ -193,17 +201,34 @@ async def send_original(
         text = t("scenes.original_caption", lang, width=output.width, height=output.height)
     else:
         text = t("scenes.original_caption_plain", lang)
-    return await bot.send_document(
-        chat_id if chat_id is not None else job.chat_id,
-        InputFile(data, filename=path.name),
-        caption=text,
-        parse_mode=ParseMode.HTML,
-        message_thread_id=job.thread_id,
-        reply_parameters=_reply(reply_to),
-        disable_content_type_detection=True,
-        read_timeout=MEDIA_READ_TIMEOUT,
-        write_timeout=MEDIA_WRITE_TIMEOUT,
-    )
+    target = chat_id if chat_id is not None else job.chat_id
+
+    async def send(thread: int | None, reply: int | None) -> Message:
+        return await bot.send_document(
+            target,
+            InputFile(data, filename=path.name),
+            caption=text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=thread,
+            reply_parameters=_reply(reply),
+            disable_content_type_detection=True,
+            read_timeout=MEDIA_READ_TIMEOUT,
+            write_timeout=MEDIA_WRITE_TIMEOUT,
+        )
+
+    try:
+        return await send(thread_id, reply_to)
+    except BadRequest as error:
+        if thread_id is None or _THREAD_GONE not in error.message.lower():
+            raise
+        log.info("forum topic gone; sending the original to the chat", job_id=str(job.id))
+    return await send(None, None)
+
+
+def topic_of(message: Message) -> int | None:
+    """The forum topic `message` is in (None: not in a topic, e.g. a forum's General topic or
+    a reply chain in a supergroup, whose `message_thread_id` names no topic)."""
+    return message.message_thread_id if message.is_topic_message else None
 
 
 # -- the deliverer ------------------------------------------------------------------------------
@@ -344,6 +369,9 @@ class TelegramDeliverer:
             except ChatMigrated as migrated:
                 log.info("group became a supergroup", new_chat_id=migrated.new_chat_id, **where)
                 chat_id = migrated.new_chat_id
+                # The job (and the chat's settings, ...) follow first, so the result's buttons
+                # and later edits find it there. A store failure: delivered on a retry.
+                await self.service.chat_migrated(job.chat_id, chat_id)
                 sending = self._send_new(job, primary, text, markup, chat_id=chat_id)
                 sent = await self._reported(ledger, primary, sending)
         except Forbidden as error:
@@ -361,7 +389,7 @@ class TelegramDeliverer:
         if send_original is None and primary.kind is JobKind.IMAGE:
             send_original = await self._send_original_setting(job)
         if primary.kind is JobKind.IMAGE and send_original:
-            await self._original_quietly(job, primary, lang, sent.message_id, chat_id)
+            await self._original_quietly(job, primary, lang, sent, chat_id)
         return DeliveryReceipt(message_id=sent.message_id, files=files)
 
     async def _tell_undeliverable(self, job: Generation, lang: str, error: Undeliverable) -> None:
@@ -622,10 +650,18 @@ class TelegramDeliverer:
         return DeliveredFile(output.id, sent.message_id, file_id_of(sent))
 
     async def _original_quietly(
-        self, job: Generation, output: Output, lang: str, reply_to: int, chat_id: int
+        self, job: Generation, output: Output, lang: str, result: Message, chat_id: int
     ) -> None:
         try:
-            await send_original(self.bot, job, output, lang, reply_to=reply_to, chat_id=chat_id)
+            await send_original(
+                self.bot,
+                job,
+                output,
+                lang,
+                reply_to=result.message_id,
+                thread_id=topic_of(result),
+                chat_id=chat_id,
+            )
             self.live.note_message(chat_id)
         except (TelegramError, Undeliverable) as error:
             # The result itself is delivered: never make core deliver it twice for this.

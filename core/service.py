@@ -25,6 +25,7 @@ from core.db import outputs as out_db
 from core.db import people
 from core.db import rate_limits as rate_db
 from core.db.outputs import LibraryCounts
+from core.db.people import ChatMigration
 from core.db.pool import Database
 from core.db.rate_limits import RateVerdict
 from core.db.tx import transaction
@@ -190,12 +191,15 @@ class StudioService:
         # Set by the runtime while this process runs the engine: starts a job queued into an
         # empty queue at once, without waiting for the NOTIFY round trip.
         self.starter: JobStarter | None = None
+        # Supergroups not in ALLOWED_CHAT_IDS but upgraded from a group that is (found in the
+        # database once per process; an upgrade is never undone).
+        self._allowed_by_upgrade: set[int] = set()
 
     # -- people and access -------------------------------------------------------------
 
     async def seen(self, actor: Actor) -> tuple[User, Chat]:
         """Record the user and chat of an update; raises AccessDenied when not allowed."""
-        if not self.policy.chat_allowed(actor.chat_id):
+        if not await self.chat_allowed(actor.chat_id):
             raise AccessDenied(
                 f"chat {actor.chat_id} not in ALLOWED_CHAT_IDS",
                 user_message="This bot is not enabled in this chat.",
@@ -216,6 +220,59 @@ class StudioService:
                 f"user {user.id} is banned", user_message="You are not allowed to use this bot."
             )
         return user, chat
+
+    async def chat_allowed(self, chat_id: int) -> bool:
+        """ALLOWED_CHAT_IDS (empty: every chat), or a supergroup upgraded from a listed group
+        (recorded by `chat_migrated`; looked up only for a chat outside the list)."""
+        if self.policy.chat_allowed(chat_id) or chat_id in self._allowed_by_upgrade:
+            return True
+        origins = [
+            o for o in await people.migrated_from(self.db, chat_id) if self.policy.chat_allowed(o)
+        ]
+        if not origins:
+            return False
+        self._allowed_by_upgrade.add(chat_id)
+        log.warning(
+            "chat allowed as the supergroup of an allowed group: add its id to ALLOWED_CHAT_IDS",
+            chat_id=chat_id,
+            migrated_from=origins[0],
+        )
+        return True
+
+    async def chat_migrated(
+        self, old_chat_id: int, new_chat_id: int, *, title: str | None = None
+    ) -> ChatMigration:
+        """Group `old_chat_id` was upgraded to supergroup `new_chat_id` (Telegram's service
+        messages, or a call refused with ChatMigrated): its settings, undelivered jobs,
+        characters and per-user dialogs move to the new id, in one transaction. Idempotent:
+        call it for every signal of the upgrade, in any order."""
+        moved = await people.migrate_chat(self.db, old_chat_id, new_chat_id, title=title)
+        log.info(
+            "group upgraded to a supergroup",
+            old_chat_id=old_chat_id,
+            new_chat_id=new_chat_id,
+            first=moved.first,
+            settings_copied=moved.settings_copied,
+            jobs=moved.jobs,
+            characters=moved.characters,
+            dialogs=moved.dialogs,
+        )
+        listed = self.settings.allowed_chat_ids
+        if moved.first and listed and new_chat_id not in listed and old_chat_id in listed:
+            log.warning(
+                "an allowed group became a supergroup with a new id: add it to ALLOWED_CHAT_IDS"
+                " (until then it is allowed as the upgraded group)",
+                old_chat_id=old_chat_id,
+                new_chat_id=new_chat_id,
+            )
+        return moved
+
+    async def same_chat(self, chat_id: int, other_chat_id: int) -> bool:
+        """The same chat, or a group and the supergroup it was upgraded to (a button under a
+        result of the group, pressed after the upgrade)."""
+        if chat_id == other_chat_id:
+            return True
+        return await people.upgraded_from_one_another(self.db, chat_id, other_chat_id)
 
     def is_admin(self, user: User) -> bool:
         return self.policy.is_admin(user.id, user.role)
@@ -533,7 +590,7 @@ class StudioService:
 
     async def _parent(self, actor: Actor, job_id: UUID) -> Generation:
         parent = await gen_db.require_generation(self.db, job_id)
-        if parent.chat_id != actor.chat_id:
+        if not await self.same_chat(parent.chat_id, actor.chat_id):
             raise NotFound("job of another chat", user_message="That result is not from this chat.")
         return parent
 

@@ -7,10 +7,14 @@ progress message replying to the result. Under a progress message: Cancel (bot.r
 
 Only the requester may press them (others get "this is not your request"); forged or outdated
 data gets a toast; refusals from core show their user message; nothing raises into the chat.
-Original: a file that is gone or too big, and a document Telegram refuses for good (a closed
-forum topic, no right to send files, no access: BadRequest / Forbidden) each get their own
-alert; a flood wait or a network error after the rate limiter's retries reaches the global
-error handler (the "something went wrong" alert, logged with a reference).
+A result of a group pressed in the supergroup it was upgraded to (or the other way round)
+counts as one of this chat.
+Original: the document replies to the result, in the result's topic (when the job's topic was
+deleted, the result went to the chat, and so does the document). A file that is gone or too
+big, and a document Telegram refuses for good (a closed forum topic, no right to send files,
+no access: BadRequest / Forbidden) each get their own alert; a flood wait or a network error
+after the rate limiter's retries reaches the global error handler (the "something went wrong"
+alert, logged with a reference).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from bot.context import (
     toast,
     who,
 )
-from bot.delivery import Undeliverable, has_original, send_original
+from bot.delivery import Undeliverable, has_original, send_original, topic_of
 from bot.live import live_for
 from bot.render import (
     ANIMATE,
@@ -159,8 +163,10 @@ async def _set_markup(update: Update, markup: InlineKeyboardMarkup) -> None:
 
 
 async def _job_of(context: Context, asker: Who, job_id: UUID) -> Generation:
-    job = await service_of(context).job(job_id)
-    if job.chat_id != asker.chat_id:
+    """The job of a result in this chat (or in the group this supergroup was upgraded from)."""
+    service = service_of(context)
+    job = await service.job(job_id)
+    if not await service.same_chat(job.chat_id, asker.chat_id):
         raise NotFound(
             "job of another chat", user_message=t_plain("scenes.not_a_result", asker.lang)
         )
@@ -241,7 +247,15 @@ async def original(
         await toast(update, t_plain("scenes.original_gone", asker.lang))
         return
     try:
-        await send_original(context.bot, job, output, asker.lang, reply_to=message.message_id)
+        await send_original(
+            context.bot,
+            job,
+            output,
+            asker.lang,
+            reply_to=message.message_id,
+            thread_id=topic_of(message),  # the result's topic: the job's may be gone
+            chat_id=message.chat_id,
+        )
     except Undeliverable as error:
         log.info("original not sent", job_id=str(job.id), reason=str(error))
         key = "scenes.original_too_big" if "big" in str(error) else "scenes.original_gone"

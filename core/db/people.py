@@ -1,9 +1,12 @@
-"""Users and chats seen by the bot, roles, bans and per-user daily quota counters."""
+"""Users and chats seen by the bot, roles, bans, per-user daily quota counters, and groups
+upgraded to supergroups."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
+from core.db.tx import transaction
 from core.db.types import Executor
 from core.models import Chat, ChatType, Role, User
 
@@ -228,3 +231,113 @@ async def update_chat_settings(
         language,
     )
     return None if row is None else Chat.from_record(row)
+
+
+# -- a group upgraded to a supergroup -------------------------------------------------------------
+
+_RECORD_MIGRATION = """
+INSERT INTO chat_migrations (from_chat_id, to_chat_id) VALUES ($1, $2)
+ON CONFLICT (from_chat_id) DO NOTHING
+RETURNING to_chat_id
+"""
+
+# The group's settings onto the supergroup's row: a new row when the bot has not seen the
+# supergroup yet (always), or over the row it has (only with $4, the first call; its type,
+# title and forum flag are kept).
+_COPY_SETTINGS = """
+INSERT INTO chats (id, type, title, is_forum, style_preset, aspect_ratio, video_seconds,
+                   send_original, language, created_at)
+SELECT $2, 'supergroup', coalesce($3, o.title), false, o.style_preset, o.aspect_ratio,
+       o.video_seconds, o.send_original, o.language, o.created_at
+FROM chats o WHERE o.id = $1
+ON CONFLICT (id) DO UPDATE SET
+    style_preset = EXCLUDED.style_preset,
+    aspect_ratio = EXCLUDED.aspect_ratio,
+    video_seconds = EXCLUDED.video_seconds,
+    send_original = EXCLUDED.send_original,
+    language = EXCLUDED.language,
+    created_at = least(chats.created_at, EXCLUDED.created_at)
+WHERE $4
+"""
+
+# Jobs not delivered yet: their result goes to the supergroup. Their request and progress
+# messages are in the old group (the supergroup numbers its messages anew: the same ids there
+# are other messages), so they are forgotten. Delivered jobs stay: their messages, and the
+# buttons under them, are in the old group.
+_MOVE_JOBS = """
+UPDATE generations SET
+    chat_id = $2,
+    request_message_id = NULL,
+    progress_message_id = NULL,
+    updated_at = now()
+WHERE chat_id = $1 AND finished_at IS NULL AND result_message_id IS NULL
+"""
+
+_MOVE_CHARACTERS = "UPDATE characters SET chat_id = $2 WHERE chat_id = $1"
+
+# Per-user dialogs (key = the user id) follow, unless the user already has one of that kind in
+# the supergroup (that newer one wins; the old one expires). Dialogs tied to a message of the
+# old group (a picker, a music chooser) stay with it.
+_MOVE_DIALOGS = """
+UPDATE dialogs d SET chat_id = $2
+WHERE d.chat_id = $1 AND d.key = d.user_id
+  AND NOT EXISTS (
+      SELECT 1 FROM dialogs n WHERE n.chat_id = $2 AND n.kind = d.kind AND n.key = d.key
+  )
+"""
+
+
+@dataclass(frozen=True)
+class ChatMigration:
+    """What `migrate_chat` did. `first`: this call recorded the upgrade; `settings_copied`:
+    the group's settings were written onto the supergroup's row; the counts are rows moved."""
+
+    first: bool
+    settings_copied: bool
+    jobs: int
+    characters: int
+    dialogs: int
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def migrate_chat(
+    db: Executor, old_chat_id: int, new_chat_id: int, *, title: str | None = None
+) -> ChatMigration:
+    """Move the stored state of group `old_chat_id`, upgraded to supergroup `new_chat_id`,
+    in one transaction. Idempotent: only the first call (the one that records the upgrade)
+    copies the group's settings over a supergroup row the bot may have recorded meanwhile
+    (with the defaults); a later one only creates the row when it is missing. Every call
+    moves the undelivered jobs, the characters and the per-user dialogs still under the old
+    id. Concurrent calls wait for each other (on the record's key). `title`: the
+    supergroup's, when known."""
+    async with transaction(db) as conn:
+        first = await conn.fetchval(_RECORD_MIGRATION, old_chat_id, new_chat_id) is not None
+        status = await conn.execute(_COPY_SETTINGS, old_chat_id, new_chat_id, title, first)
+        copied = _count(status) > 0
+        jobs = _count(await conn.execute(_MOVE_JOBS, old_chat_id, new_chat_id))
+        characters = _count(await conn.execute(_MOVE_CHARACTERS, old_chat_id, new_chat_id))
+        dialogs = _count(await conn.execute(_MOVE_DIALOGS, old_chat_id, new_chat_id))
+    return ChatMigration(first, copied, jobs, characters, dialogs)
+
+
+async def migrated_from(db: Executor, chat_id: int) -> list[int]:
+    """The groups upgraded to supergroup `chat_id` (at most one, in Telegram)."""
+    rows = await db.fetch(
+        "SELECT from_chat_id FROM chat_migrations WHERE to_chat_id = $1 ORDER BY from_chat_id",
+        chat_id,
+    )
+    return [row["from_chat_id"] for row in rows]
+
+
+async def upgraded_from_one_another(db: Executor, chat_a: int, chat_b: int) -> bool:
+    """Was one of the two chats upgraded to the other?"""
+    found: bool = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM chat_migrations WHERE"
+        " (from_chat_id = $1 AND to_chat_id = $2) OR (from_chat_id = $2 AND to_chat_id = $1))",
+        chat_a,
+        chat_b,
+    )
+    return found
