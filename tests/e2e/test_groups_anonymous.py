@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.groups_kit import BOT
 from tests.e2e.harness import BotHarness, Sent
 from tests.fakes.telegram import FakeChat, FakeUser
 
-BOT = "@AnimeStudioTestBot"
 ANONYMOUS_ADMIN_ID = 1087968824  # @GroupAnonymousBot: the sender of an anonymous admin's message
 CHANNEL_BOT_ID = 136817688  # @Channel_Bot: the sender of a message written as a channel
 HOW_TO_BE_SEEN = "write from your own account"

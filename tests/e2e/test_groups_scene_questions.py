@@ -16,13 +16,12 @@ from __future__ import annotations
 from bot.keyboards import SCENE
 from core.db.pool import connect
 from tests.e2e.conftest import MakeBot
+from tests.e2e.groups_kit import BOT, sent_params, targets
 from tests.e2e.harness import BotHarness, Sent, assert_no_crash
 from tests.e2e.test_bot_scenes import jobs_of, person
 from tests.e2e.test_bot_scenes_edges import dead_url
-from tests.e2e.test_groups_questions import sent_params, targets
 from tests.fakes.telegram import FakeChat, FakeUser, StoredMessage
 
-BOT = "@AnimeStudioTestBot"
 CLOSED = "This question is closed"
 
 

@@ -17,6 +17,7 @@ import pytest
 from core.models import JobKind
 from core.states import JobState
 from tests.e2e.conftest import MakeBot
+from tests.e2e.groups_kit import BOT
 from tests.e2e.harness import BotHarness, Logs, Sent, handled
 from tests.e2e.test_bot_scenes import job_of, jobs_of, person, wait_result
 from tests.e2e.test_bot_scenes_edges import assert_no_crash, dead_url
@@ -31,51 +32,6 @@ from tests.fakes.telegram import (
     StoredMessage,
 )
 
-BOT = "@AnimeStudioTestBot"
-ANONYMOUS_ADMIN_ID = 1087968824  # @GroupAnonymousBot: the sender of an anonymous admin's message
-
-
-async def answer(
-    bot: BotHarness, chat: FakeChat, user: FakeUser, prompt: StoredMessage, text: str, expect: str
-) -> StoredMessage:
-    """Answer the bot's question as a reply (what a ForceReply makes the client do)."""
-    return await bot.wait_reply(bot.send(chat, user, text, reply_to=prompt), contains=expect)
-
-
-async def draft_to_confirm(
-    bot: BotHarness, chat: FakeChat, user: FakeUser, name: str, *, thread_id: int | None = None
-) -> StoredMessage:
-    """/newcharacter up to its "Create this character?" message, every answer a reply."""
-    sent = bot.send(chat, user, f"/newcharacter{BOT}", thread_id=thread_id)
-    ask = await bot.wait_reply(sent, contains="name")
-    look = await answer(bot, chat, user, ask, name, f"How does {name} look")
-    style = await answer(bot, chat, user, look, "pink hair", "Which style")
-    bot.click(chat, user, style, "chibi")
-    personality = await bot.wait_reply(
-        Sent(chat, user, style.message_id, True), contains=f"{name}'s personality"
-    )
-    reference = await answer(bot, chat, user, personality, "/skip", "reference photo")
-    return await answer(bot, chat, user, reference, "/skip", "Create this character?")
-
-
-def sent_params(fake: FakeTelegram, message: StoredMessage) -> JSONDict:
-    """The parameters of the sendMessage call that created `message`."""
-    for call in fake.calls_of("sendMessage"):
-        if call.ok and call.result["message_id"] == message.message_id:
-            return call.params
-    raise AssertionError(f"no sendMessage made message {message.message_id}")
-
-
-def targets(fake: FakeTelegram, question: StoredMessage, user: FakeUser) -> bool:
-    """Does a selective ForceReply of `question` reach `user`? (Bot API, ForceReply.selective:
-    the users @mentioned in the text, and the sender of the message it replies to.)"""
-    text = str(sent_params(fake, question).get("text") or "")
-    mentioned = f"tg://user?id={user.id}" in text or (
-        user.username is not None and f"@{user.username}" in text
-    )
-    replied = question.reply_to is not None and question.reply_to.sender.id == user.id
-    return mentioned or replied
-
 
 def delete_topic(fake: FakeTelegram, chat: FakeChat, thread_id: int) -> None:
     """What Telegram does when a topic is deleted: the topic and all its messages are gone."""
@@ -89,29 +45,7 @@ async def test_original_of_a_result_whose_topic_was_deleted(
     studio: BotHarness, fake_comfy: FakeComfyUI
 ) -> None:
     bot = studio
-    alice = bot.fake.user("Alice")
-    forum = bot.fake.forum("Studio", members=[alice])
-    topic = bot.fake.add_topic(forum, "Renders")
-    await person(bot, "Alice", "Aiko", user=alice, chat=forum)
-    fake_comfy.hold()
-    sent = bot.send(forum, alice, f"/image{BOT} Aiko in the rain", thread_id=topic)
-    await bot.wait_reply(sent, contains="waiting in line")
-    delete_topic(bot.fake, forum, topic)
-    fake_comfy.release()
-
-    result = await bot.fake.wait_for(
-        lambda: next(
-            (
-                m
-                for m in bot.fake.bot_messages(forum.id)
-                if not m.deleted and m.media_kind == "photo" and "seed" in (m.caption or "")
-            ),
-            None,
-        ),
-        20,
-        what="the result in the chat",
-    )
-    assert result.thread_id is None  # fell back to the chat (General)
+    forum, alice, result = await result_in_a_deleted_topic(bot, fake_comfy)
     query = bot.click(forum, alice, result, "Original")
     toast = await bot.wait_toast(query)
     await handled()
