@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,12 +216,27 @@ async def send_original(
             write_timeout=MEDIA_WRITE_TIMEOUT,
         )
 
+    return await _in_topic_or_chat(
+        send, thread_id, reply_to, job, event="forum topic gone; sending the original to the chat"
+    )
+
+
+async def _in_topic_or_chat(
+    send: Callable[[int | None, int | None], Awaitable[Message]],
+    thread: int | None,
+    reply_to: int | None,
+    job: Generation,
+    *,
+    event: str = "forum topic gone; sending to the chat",
+) -> Message:
+    """`send(thread, reply_to)`; when Telegram no longer knows forum topic `thread` (deleted),
+    send to the chat itself instead (no topic, no reply: the replied message was in it)."""
     try:
-        return await send(thread_id, reply_to)
+        return await send(thread, reply_to)
     except BadRequest as error:
-        if thread_id is None or _THREAD_GONE not in error.message.lower():
+        if thread is None or _THREAD_GONE not in error.message.lower():
             raise
-        log.info("forum topic gone; sending the original to the chat", job_id=str(job.id))
+        log.info(event, job_id=str(job.id))
     return await send(None, None)
 
 
@@ -552,18 +567,15 @@ class TelegramDeliverer:
     ) -> Message:
         """Send `output` as a new message in the job's chat and topic."""
         target = chat_id if chat_id is not None else job.chat_id
-        thread = job.thread_id
         reply = reply_to
         if reply is None and target == job.chat_id:  # the request is in the job's chat only
             reply = job.request_message_id
+
+        async def send(topic: int | None, reply_to: int | None) -> Message:
+            return await self._send_media(target, topic, reply_to, output, text, markup)
+
         try:
-            return await self._send_media(target, thread, reply, output, text, markup)
-        except BadRequest as error:
-            if thread is None or _THREAD_GONE not in error.message.lower():
-                raise _refused(error) from error
-            log.info("forum topic gone; sending to the chat", job_id=str(job.id))
-        try:
-            return await self._send_media(target, None, None, output, text, markup)
+            return await _in_topic_or_chat(send, job.thread_id, reply, job)
         except BadRequest as error:
             raise _refused(error) from error
 
