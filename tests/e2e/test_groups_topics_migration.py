@@ -149,22 +149,9 @@ async def test_buttons_of_a_result_delivered_after_the_upgrade_to_a_supergroup(
     await bot.wait_reply(sent, contains="waiting in line")
 
     supergroup = bot.fake.supergroup("Studio", members=[alice])
-    original_chat = bot.fake._chat
-
-    def upgraded(p: Any) -> FakeChat:
-        if p.integer("chat_id") == group.id:
-            raise _Migrated(supergroup.id)
-        return original_chat(p)
-
-    monkeypatch.setattr(bot.fake, "_chat", upgraded)
+    refuse_the_old_group(bot, monkeypatch, group, supergroup)
     fake_comfy.release()
-    result = await bot.fake.wait_for(
-        lambda: next(
-            (m for m in bot.fake.bot_messages(supergroup.id) if m.media_kind == "photo"), None
-        ),
-        20,
-        what="the result in the supergroup",
-    )
+    result = await result_in(bot, supergroup)
     await wait_result(bot, result)
     query = bot.click(supergroup, alice, result, "Reroll")
     assert await bot.wait_toast(query) == "Started."
@@ -362,6 +349,17 @@ async def test_a_listed_group_upgraded_to_a_supergroup_stays_allowed(
     assert_no_crash(bot, logs)
 
 
+async def result_in(bot: BotHarness, supergroup: FakeChat) -> StoredMessage:
+    """The result photo, once the bot has sent it to `supergroup`."""
+    return await bot.fake.wait_for(
+        lambda: next(
+            (m for m in bot.fake.bot_messages(supergroup.id) if m.media_kind == "photo"), None
+        ),
+        20,
+        what="the result in the supergroup",
+    )
+
+
 def refuse_the_old_group(
     bot: BotHarness, monkeypatch: pytest.MonkeyPatch, group: FakeChat, supergroup: FakeChat
 ) -> None:
@@ -407,13 +405,7 @@ async def test_a_job_queued_before_the_upgrade_is_delivered_to_the_supergroup(
     )
 
     fake_comfy.release()
-    result = await bot.fake.wait_for(
-        lambda: next(
-            (m for m in bot.fake.bot_messages(supergroup.id) if m.media_kind == "photo"), None
-        ),
-        20,
-        what="the result in the supergroup",
-    )
+    result = await result_in(bot, supergroup)
     await wait_result(bot, result)
     assert result.reply_to is None  # the request is in the group
     assert queued.media_kind is None  # the group's progress message could not be touched
@@ -447,13 +439,7 @@ async def test_chat_migrated_on_delivery_moves_the_chat(
     refuse_the_old_group(bot, monkeypatch, group, supergroup)
     fake_comfy.release()
 
-    result = await bot.fake.wait_for(
-        lambda: next(
-            (m for m in bot.fake.bot_messages(supergroup.id) if m.media_kind == "photo"), None
-        ),
-        20,
-        what="the result in the supergroup",
-    )
+    result = await result_in(bot, supergroup)
     await wait_result(bot, result)
     done = await job_of(bot, supergroup, result)  # found by its result in the supergroup
     assert (done.chat_id, done.status) == (supergroup.id, JobState.DONE)
