@@ -173,9 +173,10 @@ async def reply(
 
 def mention(user: TelegramUser) -> str:
     """An HTML mention of `user` by id (it works without a username): their first name,
-    linked to tg://user?id=..."""
-    name = isolate(user.first_name.strip()[:MENTION_NAME_MAX] or user.username or str(user.id))
-    return f'<a href="tg://user?id={user.id}">{escape_html(name)}</a>'
+    linked to tg://user?id=... (PTB's `User.mention_html`, which escapes it)."""
+    return user.mention_html(
+        isolate(user.first_name.strip()[:MENTION_NAME_MAX] or user.username or str(user.id))
+    )
 
 
 def addressed(user: TelegramUser, text: str) -> str:
