@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.conftest import MakeBot
 from tests.e2e.groups_kit import BOT
 from tests.e2e.harness import BotHarness, Sent
-from tests.fakes.telegram import FakeChat, FakeUser
+from tests.fakes.telegram import FakeChat, FakeTelegram, FakeUser
 
 ANONYMOUS_ADMIN_ID = 1087968824  # @GroupAnonymousBot: the sender of an anonymous admin's message
 CHANNEL_BOT_ID = 136817688  # @Channel_Bot: the sender of a message written as a channel
@@ -49,3 +50,17 @@ async def test_a_command_sent_on_behalf_of_a_chat_is_told_how_to_be_seen(
         quiet = send_as_chat(bot, group, text, channel=channel)
         await bot.settle()
         assert not bot.replies_after(quiet), text
+
+
+async def test_a_chat_outside_allowed_chat_ids_gets_nothing(
+    make_bot: MakeBot, fake_telegram: FakeTelegram
+) -> None:
+    """Not even how to be seen: the bot says nothing where it is not enabled."""
+    allowed = fake_telegram.supergroup("Allowed")
+    bot = await make_bot(allowed_chat_ids=[allowed.id])
+    other = bot.fake.supergroup("Elsewhere")
+    sent = send_as_chat(bot, other, f"/settings{BOT}", channel=False)
+    await bot.settle()
+    assert not bot.replies_after(sent)
+    listed = send_as_chat(bot, allowed, f"/settings{BOT}", channel=False)
+    await bot.wait_reply(listed, contains=HOW_TO_BE_SEEN)
